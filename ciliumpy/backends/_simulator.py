@@ -1,0 +1,359 @@
+"""The pure-Python datapath: the reference the eBPF backend is tested against.
+
+It mirrors bpf/ciliumpy.bpf.c step by step: endpoint lookup by address, ipcache
+longest-prefix match (miss = world), connection tracking per endpoint, the two policy
+lookups of Cilium 1.17+ (exact identity, then identity 0) and the choice between them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import ClassVar
+
+from .._datapath import (
+    ID_WORLD,
+    PRECEDENCE_DENY,
+    Action,
+    CTState,
+    DatapathResult,
+    Direction,
+    DropReason,
+    EndpointRecord,
+    IPAddress,
+    IPNetwork,
+    MapStateKey,
+    MatchType,
+    Packet,
+    PolicyEntry,
+    Protocol,
+)
+from . import DatapathUpdate
+
+__all__ = ["SimulatorBackend", "choose_entry", "match_type_of"]
+
+_CTKey = tuple[int, IPAddress, IPAddress, int, int]
+_Lookup = tuple[MapStateKey, PolicyEntry]
+
+
+class _LPMTable:
+    """Longest-prefix-match table over IPv4 and IPv6 prefixes."""
+
+    def __init__(self) -> None:
+        self._by_len: dict[int, dict[tuple[int, int], int]] = {}
+        self._lengths: dict[int, list[int]] = {4: [], 6: []}
+        self._entries: dict[IPNetwork, int] = {}
+
+    def set(self, net: IPNetwork, value: int) -> None:
+        table = self._by_len.setdefault(net.version * 1000 + net.prefixlen, {})
+        table[(net.version, int(net.network_address))] = value
+        self._entries[net] = value
+        lengths = self._lengths[net.version]
+        if net.prefixlen not in lengths:
+            lengths.append(net.prefixlen)
+            lengths.sort(reverse=True)
+
+    def delete(self, net: IPNetwork) -> None:
+        self._entries.pop(net, None)
+        table = self._by_len.get(net.version * 1000 + net.prefixlen)
+        if table is not None:
+            table.pop((net.version, int(net.network_address)), None)
+
+    def lookup(self, addr: IPAddress) -> int | None:
+        bits = 32 if addr.version == 4 else 128
+        value = int(addr)
+        for plen in self._lengths[addr.version]:
+            table = self._by_len.get(addr.version * 1000 + plen)
+            if not table:
+                continue
+            masked = value >> (bits - plen) << (bits - plen) if plen else 0
+            hit = table.get((addr.version, masked))
+            if hit is not None:
+                return hit
+        return None
+
+    def copy(self) -> _LPMTable:
+        new = _LPMTable()
+        for net, val in self._entries.items():
+            new.set(net, val)
+        return new
+
+    def items(self) -> dict[IPNetwork, int]:
+        return dict(self._entries)
+
+
+class _PolicyTable:
+    """One endpoint's policy map with a longest-prefix lookup per identity."""
+
+    def __init__(self) -> None:
+        self.entries: dict[MapStateKey, PolicyEntry] = {}
+        # (identity, direction, protocol) -> {(masked port, prefix): key}
+        self._index: dict[tuple[int, int, int], dict[tuple[int, int], MapStateKey]] = {}
+        self._prefixes: dict[tuple[int, int, int], list[int]] = {}
+
+    def put(self, key: MapStateKey, entry: PolicyEntry) -> None:
+        self.entries[key] = entry
+        idx = (key.identity, int(key.direction), key.protocol)
+        self._index.setdefault(idx, {})[(key.port, key.prefix_len)] = key
+        plist = self._prefixes.setdefault(idx, [])
+        if key.prefix_len not in plist:
+            plist.append(key.prefix_len)
+            plist.sort(reverse=True)
+
+    def delete(self, key: MapStateKey) -> None:
+        if self.entries.pop(key, None) is None:
+            return
+        idx = (key.identity, int(key.direction), key.protocol)
+        self._index[idx].pop((key.port, key.prefix_len), None)
+
+    def lookup(self, identity: int, direction: int, protocol: int, port: int) -> _Lookup | None:
+        """LPM lookup with a fixed identity: longest protocol/port prefix wins."""
+        idx = (identity, direction, protocol)
+        table = self._index.get(idx)
+        if table:
+            for plen in self._prefixes[idx]:
+                masked = port & ((0xFFFF << (16 - plen)) & 0xFFFF)
+                key = table.get((masked, plen))
+                if key is not None:
+                    return key, self.entries[key]
+        table = self._index.get((identity, direction, 0))
+        if table:
+            key = table.get((0, 0))
+            if key is not None:
+                return key, self.entries[key]
+        return None
+
+
+def match_type_of(key: MapStateKey | None) -> MatchType:
+    """Hubble match type of a chosen key, from its identity and prefix length."""
+    if key is None:
+        return MatchType.NONE
+    plen = key.lpm_prefix_length
+    if key.identity != 0:
+        if plen > 8:
+            return MatchType.L3_L4
+        return MatchType.L3_PROTO if plen else MatchType.L3_ONLY
+    if plen == 0:
+        return MatchType.ALL
+    return MatchType.PROTO_ONLY if plen <= 8 else MatchType.L4_ONLY
+
+
+def choose_entry(l3: _Lookup | None, l4: _Lookup | None) -> _Lookup | None:
+    """Choose between the exact-identity and the identity-0 lookup results (§4.3)."""
+    if l3 is not None and l3[1].precedence == PRECEDENCE_DENY:
+        return l3
+    if l4 is not None:
+        if l3 is None:
+            return l4
+        p3, p4 = l3[1].precedence, l4[1].precedence
+        if p4 > p3 or (p4 == p3 and l4[0].lpm_prefix_length > l3[0].lpm_prefix_length):
+            return l4
+    return l3
+
+
+class SimulatorBackend:
+    """Deterministic pure-Python datapath (the default backend)."""
+
+    name: ClassVar[str] = "simulator"
+
+    def __init__(self) -> None:
+        self._endpoints: dict[int, EndpointRecord] = {}
+        self._by_ip: dict[IPAddress, int] = {}
+        self._ipcache = _LPMTable()
+        self._policy: dict[int, _PolicyTable] = {}
+        self._ct: dict[int, dict[_CTKey, Direction]] = defaultdict(dict)
+        self._counters: dict[int, dict[MapStateKey, list[int]]] = defaultdict(dict)
+        self.auth_pairs: set[tuple[int, int, int]] = set()
+        self._closed = False
+
+    @classmethod
+    def probe(cls) -> None:
+        """The simulator runs everywhere."""
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"conntrack", "counters"})
+
+    # -- state -------------------------------------------------------------------------
+    def apply(self, update: DatapathUpdate) -> None:
+        # Pure-Python updates cannot fail half way once validated, so build then swap.
+        for key_map in update.policy_upsert.values():
+            for key in key_map:
+                if not isinstance(key, MapStateKey):
+                    raise TypeError(f"policy key must be a MapStateKey, got {key!r}")
+        for ep_id in update.endpoints_delete:
+            rec = self._endpoints.pop(ep_id, None)
+            if rec is not None:
+                for ip in rec.ips:
+                    if self._by_ip.get(ip) == ep_id:
+                        del self._by_ip[ip]
+            self._policy.pop(ep_id, None)
+            self._ct.pop(ep_id, None)
+            self._counters.pop(ep_id, None)
+        for ep_id, rec in update.endpoints_upsert.items():
+            old = self._endpoints.get(ep_id)
+            if old is not None:
+                for ip in old.ips:
+                    self._by_ip.pop(ip, None)
+            self._endpoints[ep_id] = rec
+            for ip in rec.ips:
+                self._by_ip[ip] = ep_id
+        for net in update.ipcache_delete:
+            self._ipcache.delete(net)
+        for net, ident in update.ipcache_upsert.items():
+            self._ipcache.set(net, ident)
+        for ep_id in update.policy_replace:
+            self._policy[ep_id] = _PolicyTable()
+        for ep_id, keys in update.policy_delete.items():
+            table = self._policy.get(ep_id)
+            if table is not None:
+                for key in keys:
+                    table.delete(key)
+        for ep_id, entries in update.policy_upsert.items():
+            table = self._policy.setdefault(ep_id, _PolicyTable())
+            for key, entry in entries.items():
+                table.put(key, entry)
+
+    def ipcache_lookup(self, addr: IPAddress) -> int:
+        hit = self._ipcache.lookup(addr)
+        return ID_WORLD if hit is None else hit
+
+    def reset_conntrack(self) -> None:
+        self._ct.clear()
+
+    def policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
+        return {k: (v[0], v[1]) for k, v in self._counters.get(endpoint_id, {}).items()}
+
+    def close(self) -> None:
+        self._closed = True
+        self._policy.clear()
+        self._ct.clear()
+
+    # -- evaluation --------------------------------------------------------------------
+    def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
+        direction = Direction(direction)
+        local = packet.src if direction == Direction.EGRESS else packet.dst
+        remote = packet.dst if direction == Direction.EGRESS else packet.src
+        ep_id = self._by_ip.get(local)
+        if ep_id is None:
+            return DatapathResult(direction=direction, action=Action.ALLOW, enforced=False)
+        remote_id = self.ipcache_lookup(remote)
+        ct = self._ct[ep_id]
+        tup = _ct_tuple(packet)
+        if ct.get(tup) == direction:
+            ct_state = CTState.ESTABLISHED
+        elif ct.get(_ct_reverse(tup)) not in (None, direction):
+            return DatapathResult(
+                direction=direction,
+                action=Action.ALLOW,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                ct_state=CTState.REPLY,
+            )
+        else:
+            ct_state = CTState.NEW
+        if (
+            packet.protocol == Protocol.ICMP
+            and packet.icmp_type == 3
+            and packet.icmp_code == 4
+            and packet.src.version == 4
+        ):
+            # Fragmentation-needed messages always pass (allow-icmp-frag-needed).
+            return DatapathResult(
+                direction=direction,
+                action=Action.ALLOW,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                ct_state=ct_state,
+            )
+        table = self._policy.get(ep_id)
+        chosen: _Lookup | None = None
+        other: _Lookup | None = None
+        if table is not None:
+            port = packet.policy_port
+            l3 = table.lookup(remote_id, int(direction), packet.protocol, port)
+            l4 = None
+            if l3 is None or l3[1].precedence != PRECEDENCE_DENY:
+                l4 = table.lookup(0, int(direction), packet.protocol, port)
+            chosen = choose_entry(l3, l4)
+            other = l4 if chosen is l3 else l3
+        if chosen is None:
+            reason = (
+                DropReason.IP_FRAGMENTATION_NOT_SUPPORTED
+                if packet.fragment
+                else DropReason.POLICY_DENIED
+            )
+            return DatapathResult(
+                direction=direction,
+                action=Action.DROP,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                drop_reason=reason,
+                ct_state=ct_state,
+            )
+        key, entry = chosen
+        counter = self._counters[ep_id].setdefault(key, [0, 0])
+        counter[0] += 1
+        counter[1] += packet.length
+        mtype = match_type_of(key)
+        if entry.deny:
+            return DatapathResult(
+                direction=direction,
+                action=Action.DROP,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                drop_reason=DropReason.POLICY_DENY,
+                key=key,
+                match_type=mtype,
+                ct_state=ct_state,
+            )
+        auth = entry.auth_type
+        if (
+            not entry.explicit_auth
+            and other is not None
+            and other[1].precedence == entry.precedence
+            and other[1].auth_type > auth
+        ):
+            auth = other[1].auth_type
+        if auth and (ep_id, remote_id, auth) not in self.auth_pairs:
+            return DatapathResult(
+                direction=direction,
+                action=Action.DROP,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                drop_reason=DropReason.AUTH_REQUIRED,
+                key=key,
+                match_type=mtype,
+                ct_state=ct_state,
+                auth_type=auth,
+            )
+        if ct_state == CTState.NEW:
+            ct[tup] = direction
+        return DatapathResult(
+            direction=direction,
+            action=Action.REDIRECT if entry.proxy_port else Action.ALLOW,
+            endpoint_id=ep_id,
+            remote_identity=remote_id,
+            proxy_port=entry.proxy_port,
+            key=key,
+            match_type=mtype,
+            ct_state=ct_state,
+            auth_type=auth,
+        )
+
+    def ipcache_items(self) -> dict[IPNetwork, int]:
+        return self._ipcache.items()
+
+
+def _ct_tuple(packet: Packet) -> _CTKey:
+    if packet.is_icmp:
+        return (packet.protocol, packet.src, packet.dst, packet.sport, 0)
+    return (packet.protocol, packet.src, packet.dst, packet.sport, packet.dport)
+
+
+def _ct_reverse(tup: _CTKey) -> _CTKey:
+    proto, src, dst, sport, dport = tup
+    if proto in (Protocol.ICMP, Protocol.ICMPV6):
+        return (proto, dst, src, sport, 0)
+    return (proto, dst, src, dport, sport)
+
