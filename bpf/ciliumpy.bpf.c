@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * ciliumpy's tc datapath: Cilium's per-endpoint policy enforcement in miniature.
+ *
+ *   cil_from_container  egress hook: the endpoint owning the SOURCE address, remote = dst
+ *   cil_to_container    ingress hook: the endpoint owning the DESTINATION, remote = src
+ *
+ * Per packet: parse (Ethernet, IPv4/IPv6 + extension headers, L4 ports or ICMP type) ->
+ * endpoint lookup (cil_lxc) -> remote identity (cil_ipcache, miss = world) -> conntrack
+ * (cil_ct) -> IPv4 frag-needed bypass -> two policy lookups in the endpoint's LPM trie
+ * (exact identity, then identity 0) and Cilium 1.17+'s choice between them -> auth check
+ * (cil_auth) -> accounting (cil_policystats) -> CT entry for allowed new flows -> flow event
+ * (cil_events).  ciliumpy/backends/_simulator.py is the reference semantics, step by step.
+ */
+#include "ciliumpy_bpf.h"
+#include "maps.h"
+
+char LICENSE[] SEC("license") = "Apache-2.0";
+
+#define ETH_HLEN 14
+/* How many IPv6 extension headers we walk before giving up (fail closed: drop 134). */
+#define CIL_IPV6_MAX_EXT 8
+
+/* ---------------------------------------------------------------- maps */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(max_entries, 4096);
+} cil_lxc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_entry);
+	__uint(max_entries, 512000);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} cil_ipcache SEC(".maps");
+
+/*
+ * Template of the per-endpoint policy tries.  Userspace creates one trie per endpoint with
+ * exactly these flags and swaps it into cil_policy in a single update, so a policy change is
+ * atomic for the datapath.  Inner maps must match this template exactly, max_entries
+ * included: LPM tries reject BPF_F_INNER_MAP (measured on 6.18), so every endpoint's trie has
+ * the same capacity, like Cilium's bpf-policy-map-max.  BPF_F_RDONLY_PROG because, as in
+ * Cilium 1.19, only the agent writes policy.
+ */
+struct cil_policy_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct policy_key);
+	__type(value, struct policy_entry);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__type(key, __u32);	/* endpoint id */
+	__uint(max_entries, 4096);
+	__array(values, struct cil_policy_inner);
+} cil_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(max_entries, 65536);
+} cil_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct auth_key);
+	__type(value, struct auth_info);
+	__uint(max_entries, 16384);
+} cil_auth SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__type(key, struct policy_stats_key);
+	__type(value, struct policy_stats_value);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+} cil_policystats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct cil_config);
+	__uint(max_entries, 1);
+} cil_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} cil_events SEC(".maps");
+
+/*
+ * BTF anchor: clang emits BTF only for types reachable from globals, and reaches a struct
+ * behind a pointer (the inner map's key) only as a forward declaration.  This never-loaded
+ * variable pulls the complete definition of every shared struct into .BTF, which libbpf
+ * needs for the inner policy map and tests/backends need to check the Python mirrors.
+ * libbpf skips the unknown ".cil_btf" section when it creates maps.
+ */
+struct cil_btf_anchor {
+	struct endpoint_key endpoint_key;
+	struct endpoint_info endpoint_info;
+	struct ipcache_key ipcache_key;
+	struct ipcache_entry ipcache_entry;
+	struct policy_key policy_key;
+	struct policy_entry policy_entry;
+	struct ct_key ct_key;
+	struct ct_entry ct_entry;
+	struct auth_key auth_key;
+	struct auth_info auth_info;
+	struct policy_stats_key policy_stats_key;
+	struct policy_stats_value policy_stats_value;
+	struct cil_config cil_config;
+	struct flow_event flow_event;
+};
+struct cil_btf_anchor cil_btf_anchor SEC(".cil_btf");
+
+/* ---------------------------------------------------------------- parsing */
+
+struct packet {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;		/* host order; ICMP: echo identifier */
+	__u16 dport;		/* host order; the policy port (ICMP type, 0 for fragments) */
+	__u8 family;		/* 0 until the L3 header was read completely */
+	__u8 protocol;
+	__u8 fragment;
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
+enum parse_result {
+	PARSE_OK,
+	PARSE_NOT_IP,
+	PARSE_INVALID,
+};
+
+static __always_inline int is_icmp(__u8 protocol)
+{
+	/* The type is the policy port for both; the simulator does not tie them to a family. */
+	return protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
+}
+
+/* The last byte of a header of `len` bytes at `off` must exist (truncation -> drop 134). */
+static __always_inline int have_bytes(struct __sk_buff *skb, __u32 off, __u32 len)
+{
+	__u8 last;
+
+	return bpf_skb_load_bytes(skb, off + len - 1, &last, 1) == 0;
+}
+
+static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct packet *p)
+{
+	struct l4ports ports;
+	struct icmp_prefix icmp;
+	__u32 hlen;
+
+	/* Non-first fragments carry no L4 header: ports stay 0 (Cilium without frag tracking). */
+	if (p->fragment)
+		return PARSE_OK;
+
+	switch (p->protocol) {
+	case IPPROTO_TCP:
+		hlen = 20;
+		break;
+	case IPPROTO_UDP:
+		hlen = 8;
+		break;
+	case IPPROTO_SCTP:
+		hlen = 12;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, off, &icmp, sizeof(icmp)) < 0)
+			return PARSE_INVALID;
+		p->icmp_type = icmp.type;
+		p->icmp_code = icmp.code;
+		p->sport = bpf_ntohs(icmp.id);
+		p->dport = icmp.type;
+		return PARSE_OK;
+	default:
+		/* Protocols without ports can only match port-wildcard entries. */
+		return PARSE_OK;
+	}
+	if (!have_bytes(skb, off, hlen))
+		return PARSE_INVALID;
+	if (bpf_skb_load_bytes(skb, off, &ports, sizeof(ports)) < 0)
+		return PARSE_INVALID;
+	p->sport = bpf_ntohs(ports.sport);
+	p->dport = bpf_ntohs(ports.dport);
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
+{
+	struct iphdr ip;
+	__u32 ihl;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return PARSE_INVALID;
+	if ((ip.ihl_version >> 4) != 4)
+		return PARSE_INVALID;
+	ihl = (__u32)(ip.ihl_version & 0x0F) * 4;
+	if (ihl < sizeof(ip) || !have_bytes(skb, ETH_HLEN, ihl))
+		return PARSE_INVALID;
+	__builtin_memcpy(p->saddr, ip.saddr, 4);
+	__builtin_memcpy(p->daddr, ip.daddr, 4);
+	p->family = CIL_FAMILY_IPV4;
+	p->protocol = ip.protocol;
+	if (bpf_ntohs(ip.frag_off) & IP_OFFSET)
+		p->fragment = 1;
+	return parse_l4(skb, ETH_HLEN + ihl, p);
+}
+
+static __always_inline int ipv6_is_ext(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	       nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_DSTOPTS ||
+	       nexthdr == IPPROTO_AH;
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
+{
+	struct ipv6hdr ip6;
+	struct ipv6_opt_hdr opt;
+	struct frag_hdr frag;
+	__u32 off = ETH_HLEN + sizeof(ip6);
+	__u8 nexthdr;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return PARSE_INVALID;
+	if ((ip6.vtc_flow[0] >> 4) != 6)
+		return PARSE_INVALID;
+	__builtin_memcpy(p->saddr, ip6.saddr, 16);
+	__builtin_memcpy(p->daddr, ip6.daddr, 16);
+	p->family = CIL_FAMILY_IPV6;
+	nexthdr = ip6.nexthdr;
+
+#pragma unroll
+	for (i = 0; i < CIL_IPV6_MAX_EXT; i++) {
+		if (!ipv6_is_ext(nexthdr))
+			break;
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			if (bpf_skb_load_bytes(skb, off, &frag, sizeof(frag)) < 0)
+				return PARSE_INVALID;
+			nexthdr = frag.nexthdr;
+			off += sizeof(frag);
+			if (bpf_ntohs(frag.frag_off) & IP6_OFFSET) {
+				p->fragment = 1;
+				break;
+			}
+			continue;
+		}
+		if (bpf_skb_load_bytes(skb, off, &opt, sizeof(opt)) < 0)
+			return PARSE_INVALID;
+		/* AH counts 4-byte units minus 2, the others 8-byte units minus 1 (RFC 4302/8200). */
+		if (nexthdr == IPPROTO_AH)
+			off += ((__u32)opt.hdrlen + 2) * 4;
+		else
+			off += ((__u32)opt.hdrlen + 1) * 8;
+		nexthdr = opt.nexthdr;
+	}
+	/* A chain longer than we walk is not guessed at: fail closed. */
+	if (!p->fragment && ipv6_is_ext(nexthdr))
+		return PARSE_INVALID;
+	p->protocol = nexthdr;
+	return parse_l4(skb, off, p);
+}
+
+static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
+{
+	struct ethhdr eth;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return PARSE_NOT_IP;
+	if (eth.h_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, p);
+	if (eth.h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, p);
+	/* ARP and other non-IP traffic is not subject to policy (as in Cilium). */
+	return PARSE_NOT_IP;
+}
+
+/* ---------------------------------------------------------------- lookups */
+
+static __always_inline __u32 ipcache_identity(const __u8 *addr, __u8 family)
+{
+	struct ipcache_key key = {};
+	struct ipcache_entry *hit;
+
+	key.family = family;
+	key.prefixlen = CIL_IPCACHE_STATIC_PREFIX + (family == CIL_FAMILY_IPV4 ? 32 : 128);
+	__builtin_memcpy(key.addr, addr, 16);
+	hit = bpf_map_lookup_elem(&cil_ipcache, &key);
+	return hit ? hit->sec_identity : CIL_ID_WORLD;
+}
+
+static __always_inline __u8 entry_lpm(const struct policy_entry *e)
+{
+	return e->flags >> CIL_POLICY_ENTRY_LPM_SHIFT;
+}
+
+/* Hubble's policy_match_type from who matched and how many proto/port bits (§4.3 step 8). */
+static __always_inline __u8 match_type(int l3, __u8 lpm)
+{
+	if (l3) {
+		if (lpm > 8)
+			return CIL_MATCH_L3_L4;
+		return lpm ? CIL_MATCH_L3_PROTO : CIL_MATCH_L3_ONLY;
+	}
+	if (lpm == 0)
+		return CIL_MATCH_ALL;
+	return lpm <= 8 ? CIL_MATCH_PROTO_ONLY : CIL_MATCH_L4_ONLY;
+}
+
+static __always_inline void ct_fill(struct ct_key *k, const struct packet *p, __u16 ep,
+				    int reverse)
+{
+	__u16 sport = p->sport, dport = is_icmp(p->protocol) ? 0 : p->dport;
+
+	if (reverse) {
+		__builtin_memcpy(k->saddr, p->daddr, 16);
+		__builtin_memcpy(k->daddr, p->saddr, 16);
+		/* ICMP keeps the identifier in place: a reply carries the request's id. */
+		if (!is_icmp(p->protocol)) {
+			sport = p->dport;
+			dport = p->sport;
+		}
+	} else {
+		__builtin_memcpy(k->saddr, p->saddr, 16);
+		__builtin_memcpy(k->daddr, p->daddr, 16);
+	}
+	k->sport = bpf_htons(sport);
+	k->dport = bpf_htons(dport);
+	k->endpoint_id = ep;
+	k->protocol = p->protocol;
+	k->family = p->family;
+}
+
+static __always_inline void account(struct flow_event *ev, __u32 len)
+{
+	struct policy_stats_key key = {};
+	struct policy_stats_value init = { .packets = 1, .bytes = len };
+	struct policy_stats_value *val;
+
+	key.endpoint_id = ev->endpoint_id;
+	key.prefix_len = ev->lpm_prefix;
+	key.sec_label = ev->key_identity;
+	key.egress = ev->direction;
+	key.protocol = ev->key_protocol;
+	key.dport = bpf_htons(ev->key_dport);
+	val = bpf_map_lookup_elem(&cil_policystats, &key);
+	if (!val) {
+		if (bpf_map_update_elem(&cil_policystats, &key, &init, BPF_NOEXIST) == 0)
+			return;
+		/* Another CPU created it between our lookup and insert. */
+		val = bpf_map_lookup_elem(&cil_policystats, &key);
+		if (!val)
+			return;
+	}
+	/* Per-CPU value: no other CPU writes this slot. */
+	val->packets += 1;
+	val->bytes += len;
+}
+
+static __always_inline void emit(struct flow_event *ev)
+{
+	__u32 zero = 0;
+	struct cil_config *cfg = bpf_map_lookup_elem(&cil_config, &zero);
+	__u32 mode = cfg ? cfg->event_mode : CIL_EVENTS_ALL;
+	struct flow_event *rec;
+
+	if (mode == CIL_EVENTS_NONE)
+		return;
+	if (mode == CIL_EVENTS_DROPS && ev->verdict != CIL_VERDICT_DROP)
+		return;
+	rec = bpf_ringbuf_reserve(&cil_events, sizeof(*rec), 0);
+	if (!rec)
+		return;	/* ring full: the verdict stands, only the record is lost */
+	__builtin_memcpy(rec, ev, sizeof(*rec));
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* ---------------------------------------------------------------- the decision */
+
+static __always_inline int decide(struct __sk_buff *skb, struct packet *p, struct flow_event *ev)
+{
+	struct endpoint_key epk = {};
+	struct endpoint_info *ep;
+	struct ct_key ctk = {};
+	struct ct_entry *ct;
+	struct policy_key pk = {};
+	struct policy_entry *l3 = NULL, *l4 = NULL, *chosen, *other;
+	void *policy;
+	__u32 ep_id;
+	__u8 dir = ev->direction;
+	__u8 auth;
+
+	__builtin_memcpy(epk.addr, dir == CIL_DIR_EGRESS ? p->saddr : p->daddr, 16);
+	epk.family = p->family;
+	ep = bpf_map_lookup_elem(&cil_lxc, &epk);
+	if (!ep)
+		return TC_ACT_OK;	/* not a local endpoint: no policy at this hook */
+	ev->flags |= CIL_EVENT_ENFORCED;
+	ev->endpoint_id = ep->endpoint_id;
+	ev->local_identity = ep->identity;
+	ev->remote_identity = ipcache_identity(dir == CIL_DIR_EGRESS ? p->daddr : p->saddr,
+					       p->family);
+
+	/* Conntrack: same-direction tuple = established (policy re-checked), reverse tuple
+	 * created by the other hook = reply (passes without policy). */
+	ct_fill(&ctk, p, ev->endpoint_id, 0);
+	ct = bpf_map_lookup_elem(&cil_ct, &ctk);
+	if (ct && ct->direction == dir) {
+		ev->ct_state = CIL_CT_ESTABLISHED;
+	} else {
+		struct ct_key rev = {};
+
+		ct_fill(&rev, p, ev->endpoint_id, 1);
+		ct = bpf_map_lookup_elem(&cil_ct, &rev);
+		if (ct && ct->direction != dir) {
+			ev->ct_state = CIL_CT_REPLY;
+			return TC_ACT_OK;
+		}
+		ev->ct_state = CIL_CT_NEW;
+	}
+
+	/* allow-icmp-frag-needed: path MTU discovery must never be broken by policy. */
+	if (p->family == CIL_FAMILY_IPV4 && p->protocol == IPPROTO_ICMP && !p->fragment &&
+	    p->icmp_type == 3 && p->icmp_code == 4)
+		return TC_ACT_OK;
+
+	ep_id = ev->endpoint_id;
+	policy = bpf_map_lookup_elem(&cil_policy, &ep_id);
+	if (policy) {
+		pk.prefixlen = CIL_POLICY_FULL_PREFIX;
+		pk.sec_label = ev->remote_identity;
+		pk.egress = dir;
+		pk.protocol = p->protocol;
+		pk.dport = bpf_htons(p->dport);
+		l3 = bpf_map_lookup_elem(policy, &pk);
+		/* A priority-0 deny for the exact identity cannot be beaten: skip lookup two. */
+		if (!l3 || l3->precedence != CIL_PRECEDENCE_MAX) {
+			pk.sec_label = 0;
+			l4 = bpf_map_lookup_elem(policy, &pk);
+		}
+	}
+	if (l3 && l3->precedence == CIL_PRECEDENCE_MAX) {
+		chosen = l3;
+		other = NULL;
+	} else if (l4 && (!l3 || l4->precedence > l3->precedence ||
+			  (l4->precedence == l3->precedence && entry_lpm(l4) > entry_lpm(l3)))) {
+		chosen = l4;
+		other = l3;
+	} else {
+		chosen = l3;
+		other = l4;
+	}
+	if (!chosen) {
+		ev->verdict = CIL_VERDICT_DROP;
+		ev->drop_reason = p->fragment ? CIL_DROP_FRAG_NOSUPPORT : CIL_DROP_POLICY;
+		return TC_ACT_SHOT;
+	}
+
+	ev->flags |= CIL_EVENT_HAS_ENTRY;
+	ev->key_identity = chosen == l3 ? ev->remote_identity : 0;
+	ev->lpm_prefix = entry_lpm(chosen);
+	ev->key_protocol = ev->lpm_prefix ? p->protocol : 0;
+	if (ev->lpm_prefix > 8)
+		ev->key_dport = p->dport & (__u16)(0xFFFF << (24 - ev->lpm_prefix));
+	ev->match_type = match_type(chosen == l3, ev->lpm_prefix);
+	ev->cookie = chosen->cookie;
+	account(ev, skb->len);
+
+	if (chosen->flags & CIL_POLICY_ENTRY_DENY) {
+		ev->verdict = CIL_VERDICT_DROP;
+		ev->drop_reason = CIL_DROP_POLICY_DENY;
+		return TC_ACT_SHOT;
+	}
+
+	/* A derived (non-explicit) auth type yields to a higher one of an equal-precedence
+	 * entry from the other lookup. */
+	auth = chosen->auth & CIL_AUTH_TYPE_MASK;
+	if (!(chosen->auth & CIL_AUTH_EXPLICIT) && other &&
+	    other->precedence == chosen->precedence &&
+	    (other->auth & CIL_AUTH_TYPE_MASK) > auth)
+		auth = other->auth & CIL_AUTH_TYPE_MASK;
+	ev->auth_type = auth;
+	if (auth) {
+		struct auth_key ak = {};
+		struct auth_info *ai;
+
+		ak.local_id = ev->endpoint_id;
+		ak.remote_id = ev->remote_identity;
+		ak.auth_type = auth;
+		ai = bpf_map_lookup_elem(&cil_auth, &ak);
+		if (!ai || (ai->expiration && ai->expiration < bpf_ktime_get_ns())) {
+			ev->verdict = CIL_VERDICT_DROP;
+			ev->drop_reason = CIL_DROP_POLICY_AUTH_REQUIRED;
+			return TC_ACT_SHOT;
+		}
+	}
+
+	if (ev->ct_state == CIL_CT_NEW) {
+		struct ct_entry fresh = {};
+
+		fresh.created_ns = bpf_ktime_get_ns();
+		fresh.direction = dir;
+		bpf_map_update_elem(&cil_ct, &ctk, &fresh, BPF_ANY);
+	}
+	ev->proxy_port = bpf_ntohs(chosen->proxy_port);
+	/* No proxy runs here: a redirect verdict lets the packet pass and says so in the event. */
+	ev->verdict = ev->proxy_port ? CIL_VERDICT_REDIRECT : CIL_VERDICT_ALLOW;
+	return TC_ACT_OK;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct packet p = {};
+	struct flow_event ev = {};
+	int parsed, ret;
+
+	parsed = parse_packet(skb, &p);
+	if (parsed == PARSE_NOT_IP)
+		return TC_ACT_OK;
+
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.pkt_len = skb->len;
+	ev.direction = dir;
+	ev.protocol = p.protocol;
+	ev.family = p.family;
+	__builtin_memcpy(ev.saddr, p.saddr, 16);
+	__builtin_memcpy(ev.daddr, p.daddr, 16);
+
+	if (parsed == PARSE_INVALID) {
+		/* Fail closed before any endpoint is looked up. */
+		ev.verdict = CIL_VERDICT_DROP;
+		ev.drop_reason = CIL_DROP_INVALID;
+		emit(&ev);
+		return TC_ACT_SHOT;
+	}
+	ev.sport = p.sport;
+	ev.dport = p.dport;
+	if (p.fragment)
+		ev.flags |= CIL_EVENT_FRAGMENT;
+
+	ret = decide(skb, &p, &ev);
+	emit(&ev);
+	return ret;
+}
+
+SEC("tc")
+int cil_from_container(struct __sk_buff *skb)
+{
+	return handle(skb, CIL_DIR_EGRESS);
+}
+
+SEC("tc")
+int cil_to_container(struct __sk_buff *skb)
+{
+	return handle(skb, CIL_DIR_INGRESS);
+}
