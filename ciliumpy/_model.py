@@ -1,0 +1,1520 @@
+"""The policy and cluster model: frozen attrs classes with strict manifest parsing.
+
+Every ``from_manifest`` takes the data and the dotted field path of that data inside its
+document, and raises :class:`~ciliumpy.exceptions.PolicyError` naming the exact field and
+value; the loader in ``_manifests`` adds document, line and object name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+
+from ._datapath import Direction, IPAddress, IPNetwork, Protocol
+from ._fqdn import FQDNSelector
+from ._l7 import L7Rules
+from ._labels import Label, LabelSet, normalize_label_mapping
+from ._selectors import EndpointSelector
+from .exceptions import PolicyError
+
+__all__ = [
+    "CIDRRule",
+    "CiliumClusterwideNetworkPolicy",
+    "CiliumNetworkPolicy",
+    "ContainerPort",
+    "Endpoint",
+    "ICMPField",
+    "ICMPRule",
+    "IPBlock",
+    "Namespace",
+    "NetworkPolicy",
+    "NetworkPolicyPeer",
+    "NetworkPolicyPort",
+    "NetworkPolicyRule",
+    "Node",
+    "PeerRule",
+    "PortProtocol",
+    "PortRule",
+    "Rule",
+    "Service",
+    "ServicePort",
+    "ServiceRule",
+]
+
+T = TypeVar("T")
+
+ENTITIES = (
+    "all",
+    "world",
+    "cluster",
+    "host",
+    "init",
+    "ingress",
+    "unmanaged",
+    "remote-node",
+    "health",
+    "none",
+    "kube-apiserver",
+)
+PORT_PROTOCOLS = ("TCP", "UDP", "SCTP", "ANY")
+MAX_PORTS = 40
+MAX_ICMP_FIELDS = 40
+AUTH_MODES = {"disabled": 0, "required": 1, "test-always-fail": 2}
+
+ICMP_TYPES_V4 = {
+    "EchoReply": 0,
+    "DestinationUnreachable": 3,
+    "Redirect": 5,
+    "Echo": 8,
+    "EchoRequest": 8,
+    "RouterAdvertisement": 9,
+    "RouterSelection": 10,
+    "TimeExceeded": 11,
+    "ParameterProblem": 12,
+    "Timestamp": 13,
+    "TimestampReply": 14,
+    "Photuris": 40,
+    "ExtendedEchoRequest": 42,
+    "ExtendedEchoReply": 43,
+}
+ICMP_TYPES_V6 = {
+    "DestinationUnreachable": 1,
+    "PacketTooBig": 2,
+    "TimeExceeded": 3,
+    "ParameterProblem": 4,
+    "EchoRequest": 128,
+    "EchoReply": 129,
+    "MulticastListenerQuery": 130,
+    "MulticastListenerReport": 131,
+    "MulticastListenerDone": 132,
+    "RouterSolicitation": 133,
+    "RouterAdvertisement": 134,
+    "NeighborSolicitation": 135,
+    "NeighborAdvertisement": 136,
+    "RedirectMessage": 137,
+    "RouterRenumbering": 138,
+    "ICMPNodeInformationQuery": 139,
+    "ICMPNodeInformationResponse": 140,
+    "InverseNeighborDiscoverySolicitation": 141,
+    "InverseNeighborDiscoveryAdvertisement": 142,
+    "HomeAgentAddressDiscoveryRequest": 144,
+    "HomeAgentAddressDiscoveryReply": 145,
+    "MobilePrefixSolicitation": 146,
+    "MobilePrefixAdvertisement": 147,
+    "DuplicateAddressRequestCodeSuffix": 157,
+    "DuplicateAddressConfirmationCodeSuffix": 158,
+    "ExtendedEchoRequest": 160,
+    "ExtendedEchoReply": 161,
+}
+
+_PORT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+# --------------------------------------------------------------------------------------
+# strict-parsing helpers
+def check_mapping(data: Any, field: str, allowed: Iterable[str], what: str = "object") -> Mapping[str, Any]:
+    """Require a mapping whose keys are all in ``allowed``; name the first unknown key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{what} must be a mapping", field=field, value=data)
+    allowed_set = set(allowed)
+    for key in data:
+        if key not in allowed_set:
+            sub = f"{field}.{key}" if field else str(key)
+            raise PolicyError("unknown field", field=sub, value=data[key])
+    return data
+
+
+def opt_list(data: Mapping[str, Any], key: str, field: str) -> list[Any] | None:
+    """``None`` when absent (or null), the list when present; error for non-lists."""
+    if key not in data or data[key] is None:
+        return None
+    value = data[key]
+    if not isinstance(value, list):
+        raise PolicyError("must be a list", field=f"{field}.{key}", value=value)
+    return value
+
+
+def parse_list(
+    data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, str], T]
+) -> tuple[T, ...] | None:
+    items = opt_list(data, key, field)
+    if items is None:
+        return None
+    return tuple(parse(item, f"{field}.{key}[{i}]") for i, item in enumerate(items))
+
+
+def opt_str(data: Mapping[str, Any], key: str, field: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PolicyError("must be a string", field=f"{field}.{key}", value=value)
+    return value
+
+
+def opt_bool(data: Mapping[str, Any], key: str, field: str) -> bool | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise PolicyError("must be a boolean", field=f"{field}.{key}", value=value)
+    return value
+
+
+def parse_network(text: Any, field: str) -> IPNetwork:
+    """A CIDR or a bare IP (treated as /32 or /128), as Cilium parses toCIDR entries."""
+    if not isinstance(text, str) or not text:
+        raise PolicyError("IP must be specified", field=field, value=text)
+    try:
+        if "/" not in text:
+            return ipaddress.ip_network(ipaddress.ip_address(text))
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise PolicyError(f"unable to parse CIDR: {exc}", field=field, value=text) from None
+
+
+def validate_name(value: Any, field: str, *, label: bool = False) -> str:
+    if not isinstance(value, str) or not value:
+        raise PolicyError("name must be a non-empty string", field=field, value=value)
+    pattern = _DNS1123_LABEL if label else _DNS1123_SUBDOMAIN
+    limit = 63 if label else 253
+    if len(value) > limit or not pattern.match(value):
+        what = "RFC 1123 label" if label else "RFC 1123 subdomain"
+        raise PolicyError(f"invalid name: must be a lower-case {what}", field=field, value=value)
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# L4
+@attrs.frozen
+class PortProtocol:
+    """One ``toPorts[].ports[]`` item: ``port`` (number or name), ``endPort``, ``protocol``."""
+
+    port: str = "0"
+    end_port: int = 0
+    protocol: str = "ANY"
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> PortProtocol:
+        d = check_mapping(data, field, ("port", "endPort", "protocol"))
+        raw = d.get("port")
+        if raw is None or raw == "":
+            raise PolicyError("port must be specified", field=f"{field}.port", value=raw)
+        if isinstance(raw, bool):
+            raise PolicyError("port must be a number or a name", field=f"{field}.port", value=raw)
+        text = str(raw).strip()
+        if text.isdigit():
+            num = int(text)
+            if num > 65535:
+                raise PolicyError(
+                    f'unable to parse port: strconv.ParseUint: parsing "{text}": value out of range',
+                    field=f"{field}.port",
+                    value=raw,
+                )
+            text = str(num)
+        else:
+            if text.startswith("-") and text[1:].isdigit():
+                raise PolicyError(
+                    f'unable to parse port: strconv.ParseUint: parsing "{text}": invalid syntax',
+                    field=f"{field}.port",
+                    value=raw,
+                )
+            name = text.lower()
+            if len(name) > 15 or not _PORT_NAME_RE.match(name) or not re.search("[a-z]", name):
+                raise PolicyError(
+                    "invalid port name: an IANA service name of at most 15 lower-case "
+                    "alphanumerics or '-'",
+                    field=f"{field}.port",
+                    value=raw,
+                )
+            text = name
+        end = d.get("endPort", 0)
+        if end is None:
+            end = 0
+        if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
+            raise PolicyError("endPort must be an integer within 0..65535", field=f"{field}.endPort", value=end)
+        proto_raw = d.get("protocol", "ANY")
+        if proto_raw in (None, ""):
+            proto_raw = "ANY"
+        if not isinstance(proto_raw, str) or proto_raw.upper() not in PORT_PROTOCOLS or proto_raw != proto_raw.upper():
+            raise PolicyError(
+                "protocol must be one of TCP, UDP, SCTP, ANY (use icmps for ICMP)",
+                field=f"{field}.protocol",
+                value=proto_raw,
+            )
+        return cls(text, int(end), proto_raw)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"port": self.port}
+        if self.end_port:
+            out["endPort"] = self.end_port
+        out["protocol"] = self.protocol
+        return out
+
+    @property
+    def is_named(self) -> bool:
+        return not self.port.isdigit()
+
+    @property
+    def number(self) -> int:
+        return int(self.port) if self.port.isdigit() else 0
+
+    def protocols(self) -> tuple[Protocol, ...]:
+        """``ANY`` expands to TCP, UDP and SCTP (never ICMP)."""
+        if self.protocol == "ANY":
+            return (Protocol.TCP, Protocol.UDP, Protocol.SCTP)
+        return (Protocol[self.protocol],)
+
+    def range(self, resolved: int | None = None) -> tuple[int, int]:
+        """Inclusive port range; ``endPort`` is ignored for named ports and when <= port."""
+        start = resolved if resolved is not None else self.number
+        if self.is_named or self.end_port <= start:
+            return (start, start)
+        return (start, self.end_port)
+
+
+@attrs.frozen
+class TLSContext:
+    """A TLS secret reference (``terminatingTLS``/``originatingTLS``); kept for round trips."""
+
+    secret_namespace: str | None
+    secret_name: str
+    trusted_ca: str | None = None
+    certificate: str | None = None
+    private_key: str | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> TLSContext:
+        d = check_mapping(data, field, ("secret", "trustedCA", "certificate", "privateKey"))
+        sec = check_mapping(d.get("secret"), f"{field}.secret", ("namespace", "name"))
+        name = sec.get("name")
+        if not isinstance(name, str) or not name:
+            raise PolicyError("Secret name missing", field=f"{field}.secret.name", value=name)
+        return cls(
+            opt_str(sec, "namespace", f"{field}.secret"),
+            name,
+            opt_str(d, "trustedCA", field),
+            opt_str(d, "certificate", field),
+            opt_str(d, "privateKey", field),
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        secret: dict[str, Any] = {"name": self.secret_name}
+        if self.secret_namespace:
+            secret["namespace"] = self.secret_namespace
+        out: dict[str, Any] = {"secret": secret}
+        for key, val in (("trustedCA", self.trusted_ca), ("certificate", self.certificate), ("privateKey", self.private_key)):
+            if val is not None:
+                out[key] = val
+        return out
+
+
+@attrs.frozen
+class Listener:
+    """A ``listener`` reference to a CiliumEnvoyConfig (kept for validation/round trip)."""
+
+    kind: str
+    name: str
+    listener_name: str
+    priority: int = 0
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> Listener:
+        d = check_mapping(data, field, ("envoyConfig", "name", "priority"))
+        env = check_mapping(d.get("envoyConfig"), f"{field}.envoyConfig", ("kind", "name"))
+        kind = env.get("kind") or "CiliumEnvoyConfig"
+        if kind not in ("CiliumEnvoyConfig", "CiliumClusterwideEnvoyConfig"):
+            raise PolicyError("unsupported envoyConfig kind", field=f"{field}.envoyConfig.kind", value=kind)
+        name = env.get("name")
+        lname = d.get("name")
+        if not isinstance(name, str) or not name:
+            raise PolicyError("envoyConfig name must be specified", field=f"{field}.envoyConfig.name", value=name)
+        if not isinstance(lname, str) or not lname:
+            raise PolicyError("listener name must be specified", field=f"{field}.name", value=lname)
+        prio = d.get("priority", 0) or 0
+        if isinstance(prio, bool) or not isinstance(prio, int) or not 0 <= prio <= 100:
+            raise PolicyError("priority must be within 1..100", field=f"{field}.priority", value=prio)
+        return cls(str(kind), name, lname, prio)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"envoyConfig": {"kind": self.kind, "name": self.name}, "name": self.listener_name}
+        if self.priority:
+            out["priority"] = self.priority
+        return out
+
+
+@attrs.frozen
+class PortRule:
+    """One ``toPorts`` item: ports plus optional L7 ``rules``, SNI, TLS and listener."""
+
+    ports: tuple[PortProtocol, ...] = ()
+    rules: L7Rules | None = None
+    server_names: tuple[str, ...] = ()
+    terminating_tls: TLSContext | None = None
+    originating_tls: TLSContext | None = None
+    listener: Listener | None = None
+    deny_form: bool = attrs.field(default=False, eq=False)
+
+    _FIELDS: ClassVar[tuple[str, ...]] = (
+        "ports",
+        "rules",
+        "serverNames",
+        "terminatingTLS",
+        "originatingTLS",
+        "listener",
+    )
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str, *, deny: bool = False) -> PortRule:
+        allowed = ("ports",) if deny else cls._FIELDS
+        d = check_mapping(data, field, allowed)
+        ports = parse_list(d, "ports", field, PortProtocol.from_manifest) or ()
+        if len(ports) > MAX_PORTS:
+            raise PolicyError(f"too many ports, the max is {MAX_PORTS}", field=f"{field}.ports", value=len(ports))
+        rules = None
+        if d.get("rules") is not None:
+            rules = L7Rules.from_manifest(d["rules"], f"{field}.rules")
+        names_raw = opt_list(d, "serverNames", field) or []
+        names: list[str] = []
+        for i, n in enumerate(names_raw):
+            if not isinstance(n, str) or not n:
+                raise PolicyError("empty server name is not allowed", field=f"{field}.serverNames[{i}]", value=n)
+            names.append(n)
+        term = TLSContext.from_manifest(d["terminatingTLS"], f"{field}.terminatingTLS") if d.get("terminatingTLS") else None
+        orig = TLSContext.from_manifest(d["originatingTLS"], f"{field}.originatingTLS") if d.get("originatingTLS") else None
+        listener = Listener.from_manifest(d["listener"], f"{field}.listener") if d.get("listener") else None
+        if names and rules is not None and rules.parser is not None and term is None:
+            raise PolicyError("ServerNames are not allowed with L7 rules without TLS termination", field=f"{field}.serverNames", value=names_raw)
+        if listener is not None and rules is not None and rules.parser is not None:
+            raise PolicyError(f"Listener is not allowed with L7 rules ({listener.listener_name})", field=f"{field}.listener", value=d["listener"])
+        return cls(tuple(ports), rules, tuple(names), term, orig, listener, deny)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.ports:
+            out["ports"] = [p.to_manifest() for p in self.ports]
+        if self.rules is not None:
+            out["rules"] = self.rules.to_manifest()
+        if self.server_names:
+            out["serverNames"] = list(self.server_names)
+        if self.terminating_tls is not None:
+            out["terminatingTLS"] = self.terminating_tls.to_manifest()
+        if self.originating_tls is not None:
+            out["originatingTLS"] = self.originating_tls.to_manifest()
+        if self.listener is not None:
+            out["listener"] = self.listener.to_manifest()
+        return out
+
+    @property
+    def has_l7(self) -> bool:
+        return self.rules is not None and self.rules.parser is not None
+
+
+@attrs.frozen
+class ICMPField:
+    """One ICMP type to allow or deny: ``family`` IPv4/IPv6 and a number or CamelCase name."""
+
+    family: str = "IPv4"
+    type: int | str = 0
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> ICMPField:
+        d = check_mapping(data, field, ("family", "type"))
+        fam = d.get("family", "IPv4") or "IPv4"
+        if fam not in ("IPv4", "IPv6"):
+            raise PolicyError(f"wrong family: {fam}", field=f"{field}.family", value=fam)
+        raw = d.get("type")
+        if raw is None:
+            raise PolicyError("ICMP type must be specified", field=f"{field}.type", value=raw)
+        if isinstance(raw, bool):
+            raise PolicyError("ICMP type must be a number or a name", field=f"{field}.type", value=raw)
+        value: int | str
+        if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+            value = int(raw)
+            if not 0 <= value <= 255:
+                raise PolicyError("ICMP type must be within 0..255", field=f"{field}.type", value=raw)
+        elif isinstance(raw, str):
+            table = ICMP_TYPES_V4 if fam == "IPv4" else ICMP_TYPES_V6
+            if raw not in table:
+                raise PolicyError(f"ICMP type {raw} not found in {fam}", field=f"{field}.type", value=raw)
+            value = raw
+        else:
+            raise PolicyError("ICMP type must be a number or a name", field=f"{field}.type", value=raw)
+        return cls(fam, value)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"family": self.family, "type": self.type}
+
+    @property
+    def number(self) -> int:
+        if isinstance(self.type, int):
+            return self.type
+        table = ICMP_TYPES_V4 if self.family == "IPv4" else ICMP_TYPES_V6
+        return table[self.type]
+
+    @property
+    def protocol(self) -> Protocol:
+        return Protocol.ICMP if self.family == "IPv4" else Protocol.ICMPV6
+
+
+@attrs.frozen
+class ICMPRule:
+    fields: tuple[ICMPField, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> ICMPRule:
+        d = check_mapping(data, field, ("fields",))
+        fields = parse_list(d, "fields", field, ICMPField.from_manifest) or ()
+        if len(fields) > MAX_ICMP_FIELDS:
+            raise PolicyError(f"too many types, the max is {MAX_ICMP_FIELDS}", field=f"{field}.fields", value=len(fields))
+        return cls(tuple(fields))
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"fields": [f.to_manifest() for f in self.fields]}
+
+
+@attrs.frozen
+class CIDRRule:
+    """A ``CIDRSet`` item: ``cidr`` (or a CIDR group reference) with ``except`` holes."""
+
+    cidr: str | None = None
+    except_: tuple[str, ...] = ()
+    cidr_group_ref: str | None = None
+    cidr_group_selector: EndpointSelector | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> CIDRRule:
+        d = check_mapping(data, field, ("cidr", "except", "cidrGroupRef", "cidrGroupSelector"))
+        cidr = d.get("cidr")
+        ref = opt_str(d, "cidrGroupRef", field)
+        sel = None
+        if d.get("cidrGroupSelector") is not None:
+            sel = EndpointSelector.from_manifest(d["cidrGroupSelector"], f"{field}.cidrGroupSelector")
+        given = sum(x is not None for x in (cidr, ref, sel))
+        if given != 1:
+            raise PolicyError("one of cidr, cidrGroupRef, or cidrGroupSelector is required", field=field, value=dict(d))
+        excepts_raw = opt_list(d, "except", field) or []
+        if cidr is not None:
+            net = parse_network(cidr, f"{field}.cidr")
+            if not isinstance(cidr, str) or "/" not in cidr:
+                raise PolicyError(f'unable to parse CIDRRule "{cidr}": invalid CIDR address', field=f"{field}.cidr", value=cidr)
+            for i, exc in enumerate(excepts_raw):
+                enet = parse_network(exc, f"{field}.except[{i}]")
+                if enet.version != net.version or not enet.subnet_of(net):  # type: ignore[arg-type]
+                    raise PolicyError(
+                        f"allow CIDR prefix {net} does not contain exclude CIDR prefix {enet}",
+                        field=f"{field}.except[{i}]",
+                        value=exc,
+                    )
+        return cls(cidr, tuple(str(e) for e in excepts_raw), ref, sel)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.cidr is not None:
+            out["cidr"] = self.cidr
+        if self.cidr_group_ref is not None:
+            out["cidrGroupRef"] = self.cidr_group_ref
+        if self.cidr_group_selector is not None:
+            out["cidrGroupSelector"] = self.cidr_group_selector.to_manifest()
+        if self.except_:
+            out["except"] = list(self.except_)
+        return out
+
+    @property
+    def network(self) -> IPNetwork | None:
+        return parse_network(self.cidr, "cidr") if self.cidr else None
+
+    @property
+    def excepts(self) -> tuple[IPNetwork, ...]:
+        return tuple(parse_network(e, "except") for e in self.except_)
+
+
+@attrs.frozen
+class ServiceRule:
+    """A ``toServices`` item: a named service or a service label selector."""
+
+    name: str | None = None
+    namespace: str | None = None
+    selector: EndpointSelector | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> ServiceRule:
+        d = check_mapping(data, field, ("k8sService", "k8sServiceSelector"))
+        if ("k8sService" in d) == ("k8sServiceSelector" in d):
+            raise PolicyError("exactly one of k8sService or k8sServiceSelector is required", field=field, value=dict(d))
+        if "k8sService" in d:
+            s = check_mapping(d["k8sService"], f"{field}.k8sService", ("serviceName", "namespace"))
+            name = s.get("serviceName")
+            if not isinstance(name, str) or not name:
+                raise PolicyError("serviceName must be specified", field=f"{field}.k8sService.serviceName", value=name)
+            return cls(name=name, namespace=opt_str(s, "namespace", f"{field}.k8sService"))
+        s = check_mapping(d["k8sServiceSelector"], f"{field}.k8sServiceSelector", ("selector", "namespace"))
+        sel = EndpointSelector.from_manifest(s.get("selector"), f"{field}.k8sServiceSelector.selector")
+        return cls(selector=sel, namespace=opt_str(s, "namespace", f"{field}.k8sServiceSelector"))
+
+    def to_manifest(self) -> dict[str, Any]:
+        if self.selector is not None:
+            inner: dict[str, Any] = {"selector": self.selector.to_manifest()}
+            if self.namespace:
+                inner["namespace"] = self.namespace
+            return {"k8sServiceSelector": inner}
+        svc: dict[str, Any] = {"serviceName": self.name}
+        if self.namespace:
+            svc["namespace"] = self.namespace
+        return {"k8sService": svc}
+
+
+# Field names of one rule element per direction: (our attribute, ingress name, egress name).
+_PEER_FIELDS = (
+    ("endpoints", "fromEndpoints", "toEndpoints"),
+    ("cidr", "fromCIDR", "toCIDR"),
+    ("cidr_set", "fromCIDRSet", "toCIDRSet"),
+    ("entities", "fromEntities", "toEntities"),
+    ("services", None, "toServices"),
+    ("fqdns", None, "toFQDNs"),
+    ("nodes", "fromNodes", "toNodes"),
+    ("groups", "fromGroups", "toGroups"),
+)
+
+
+def _parse_cidr_str(item: Any, field: str) -> str:
+    parse_network(item, field)
+    return str(item)
+
+
+def _parse_entity(item: Any, field: str) -> str:
+    if item not in ENTITIES:
+        raise PolicyError(f"unsupported entity: {item}", field=field, value=item)
+    return str(item)
+
+
+def _parse_group(item: Any, field: str) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(item, Mapping):
+        raise PolicyError("group must be a mapping", field=field, value=item)
+    check_mapping(item, field, ("aws",))
+    return tuple(sorted((str(k), _freeze(v)) for k, v in item.items()))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, tuple) and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in value) and value:
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class PeerRule:
+    """One element of ``ingress``, ``ingressDeny``, ``egress`` or ``egressDeny``.
+
+    Peer lists are ``None`` when absent and ``()`` when explicitly empty (which selects
+    nothing). Only one peer kind may be given per element.
+    """
+
+    direction: Direction
+    deny: bool = False
+    endpoints: tuple[EndpointSelector, ...] | None = None
+    cidr: tuple[str, ...] | None = None
+    cidr_set: tuple[CIDRRule, ...] | None = None
+    entities: tuple[str, ...] | None = None
+    services: tuple[ServiceRule, ...] | None = None
+    fqdns: tuple[FQDNSelector, ...] | None = None
+    nodes: tuple[EndpointSelector, ...] | None = None
+    groups: tuple[Any, ...] | None = None
+    requires: tuple[EndpointSelector, ...] | None = None
+    to_ports: tuple[PortRule, ...] | None = None
+    icmps: tuple[ICMPRule, ...] | None = None
+    authentication: str | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str, *, direction: Direction, deny: bool) -> PeerRule:
+        ingress = direction == Direction.INGRESS
+        names = {attr: (i if ingress else e) for attr, i, e in _PEER_FIELDS}
+        allowed = [n for n in names.values() if n]
+        allowed += ["toPorts", "icmps", "fromRequires" if ingress else "toRequires"]
+        if not deny:
+            allowed.append("authentication")
+        else:
+            allowed = [a for a in allowed if a != "toFQDNs"]
+        d = check_mapping(data, field, allowed, "rule")
+        kw: dict[str, Any] = {}
+        parsers: dict[str, Callable[[Any, str], Any]] = {
+            "endpoints": EndpointSelector.from_manifest,
+            "cidr": _parse_cidr_str,
+            "cidr_set": CIDRRule.from_manifest,
+            "entities": _parse_entity,
+            "services": ServiceRule.from_manifest,
+            "fqdns": FQDNSelector.from_manifest,
+            "nodes": EndpointSelector.from_manifest,
+            "groups": _parse_group,
+        }
+        present: list[str] = []
+        for attr, name in names.items():
+            if name is None or name not in d:
+                continue
+            kw[attr] = parse_list(d, name, field, parsers[attr])
+            if kw[attr] is not None:
+                present.append(name)
+        # toServices is translated into endpoint/CIDR peers, so it may sit with toPorts
+        # but still counts as a peer kind of its own.
+        if len(present) > 1:
+            a, b = present[0], present[1]
+            raise PolicyError(f"combining {_cap(a)} and {_cap(b)} is not supported yet", field=f"{field}.{b}", value=d[b])
+        req_name = "fromRequires" if ingress else "toRequires"
+        kw["requires"] = parse_list(d, req_name, field, EndpointSelector.from_manifest)
+        ports = opt_list(d, "toPorts", field)
+        if ports is not None:
+            kw["to_ports"] = tuple(
+                PortRule.from_manifest(p, f"{field}.toPorts[{i}]", deny=deny) for i, p in enumerate(ports)
+            )
+        kw["icmps"] = parse_list(d, "icmps", field, ICMPRule.from_manifest)
+        if kw["icmps"] is not None and kw.get("to_ports") is not None:
+            raise PolicyError(
+                "the ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts",
+                field=f"{field}.icmps",
+                value=d["icmps"],
+            )
+        if "authentication" in d and d["authentication"] is not None:
+            auth = check_mapping(d["authentication"], f"{field}.authentication", ("mode",))
+            mode = auth.get("mode")
+            if mode not in AUTH_MODES:
+                raise PolicyError("authentication mode must be one of disabled, required, test-always-fail", field=f"{field}.authentication.mode", value=mode)
+            kw["authentication"] = mode
+        rule = cls(direction=direction, deny=deny, **kw)
+        rule.validate_l7(field)
+        return rule
+
+    def validate_l7(self, field: str) -> None:
+        """Context checks of L7 rules against their ports and direction (§1.5, §1.10)."""
+        for i, pr in enumerate(self.to_ports or ()):
+            pf = f"{field}.toPorts[{i}]"
+            if pr.listener is not None and self.direction == Direction.INGRESS:
+                raise PolicyError(f"Listener is not allowed on ingress ({pr.listener.listener_name})", field=f"{pf}.listener", value=pr.listener.to_manifest())
+            if not pr.has_l7:
+                continue
+            assert pr.rules is not None
+            parser = pr.rules.parser
+            if parser == "dns":
+                if self.direction == Direction.INGRESS:
+                    raise PolicyError("DNS rules are not allowed on ingress", field=f"{pf}.rules.dns", value=pr.rules.to_manifest().get("dns"))
+                if not pr.ports:
+                    raise PolicyError("port 53 must be specified for DNS rules", field=f"{pf}.ports", value=[])
+            for j, pp in enumerate(pr.ports):
+                ppf = f"{pf}.ports[{j}]"
+                if parser != "dns" and pp.protocol != "TCP":
+                    raise PolicyError(
+                        f"L7 rules can only apply to TCP (not {pp.protocol}) except for DNS rules",
+                        field=f"{ppf}.protocol",
+                        value=pp.protocol,
+                    )
+                if pp.port == "0":
+                    raise PolicyError("L7 rules can not be used when a port is 0", field=f"{ppf}.port", value=pp.port)
+                if parser == "dns" and pp.end_port > pp.number:
+                    raise PolicyError("DNS rules do not support port ranges", field=f"{ppf}.endPort", value=pp.end_port)
+
+    def to_manifest(self) -> dict[str, Any]:
+        ingress = self.direction == Direction.INGRESS
+        out: dict[str, Any] = {}
+        for attr, iname, ename in _PEER_FIELDS:
+            name = iname if ingress else ename
+            value = getattr(self, attr)
+            if name is None or value is None:
+                continue
+            if attr in ("endpoints", "nodes"):
+                out[name] = [s.to_manifest() for s in value]
+            elif attr in ("cidr_set", "services", "fqdns"):
+                out[name] = [s.to_manifest() for s in value]
+            elif attr == "groups":
+                out[name] = [_thaw(g) for g in value]
+            else:
+                out[name] = list(value)
+        if self.requires is not None:
+            out["fromRequires" if ingress else "toRequires"] = [s.to_manifest() for s in self.requires]
+        if self.to_ports is not None:
+            out["toPorts"] = [p.to_manifest() for p in self.to_ports]
+        if self.icmps is not None:
+            out["icmps"] = [i.to_manifest() for i in self.icmps]
+        if self.authentication is not None:
+            out["authentication"] = {"mode": self.authentication}
+        return out
+
+    @property
+    def has_l3_peers(self) -> bool:
+        return any(
+            getattr(self, attr) is not None for attr, _, _ in _PEER_FIELDS
+        )
+
+    @property
+    def auth_type(self) -> int:
+        return AUTH_MODES.get(self.authentication or "disabled", 0)
+
+
+def _cap(name: str) -> str:
+    return name[0].upper() + name[1:]
+
+
+_SECTIONS = (
+    ("ingress", Direction.INGRESS, False),
+    ("ingressDeny", Direction.INGRESS, True),
+    ("egress", Direction.EGRESS, False),
+    ("egressDeny", Direction.EGRESS, True),
+)
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """One Cilium policy rule (a ``spec`` or one item of ``specs``)."""
+
+    endpoint_selector: EndpointSelector | None = None
+    node_selector: EndpointSelector | None = None
+    ingress: tuple[PeerRule, ...] | None = None
+    ingress_deny: tuple[PeerRule, ...] | None = None
+    egress: tuple[PeerRule, ...] | None = None
+    egress_deny: tuple[PeerRule, ...] | None = None
+    labels: tuple[Label, ...] = ()
+    description: str | None = None
+    enable_default_deny_ingress: bool | None = None
+    enable_default_deny_egress: bool | None = None
+    log: str | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> Rule:
+        d = check_mapping(
+            data,
+            field,
+            (
+                "endpointSelector",
+                "nodeSelector",
+                "ingress",
+                "ingressDeny",
+                "egress",
+                "egressDeny",
+                "labels",
+                "description",
+                "enableDefaultDeny",
+                "log",
+            ),
+            "rule",
+        )
+        has_ep = d.get("endpointSelector") is not None
+        has_node = d.get("nodeSelector") is not None
+        if has_ep and has_node:
+            raise PolicyError("rule cannot have both EndpointSelector and NodeSelector", field=f"{field}.nodeSelector", value=d["nodeSelector"])
+        if not has_ep and not has_node:
+            raise PolicyError("rule must have one of EndpointSelector or NodeSelector", field=field, value=dict(d))
+        kw: dict[str, Any] = {}
+        if has_ep:
+            kw["endpoint_selector"] = EndpointSelector.from_manifest(d["endpointSelector"], f"{field}.endpointSelector")
+        else:
+            kw["node_selector"] = EndpointSelector.from_manifest(d["nodeSelector"], f"{field}.nodeSelector")
+        any_rules = False
+        for name, direction, deny in _SECTIONS:
+            items = opt_list(d, name, field)
+            if items is None:
+                continue
+            parsed = tuple(
+                PeerRule.from_manifest(it, f"{field}.{name}[{i}]", direction=direction, deny=deny)
+                for i, it in enumerate(items)
+            )
+            kw[_snake(name)] = parsed
+            any_rules = any_rules or bool(parsed)
+            if has_node:
+                for i, pr in enumerate(parsed):
+                    for j, port_rule in enumerate(pr.to_ports or ()):
+                        if port_rule.has_l7:
+                            where = "ingress" if direction == Direction.INGRESS else "egress"
+                            raise PolicyError(
+                                f"L7 policy is not supported on host {where} yet",
+                                field=f"{field}.{name}[{i}].toPorts[{j}].rules",
+                                value=port_rule.rules.to_manifest() if port_rule.rules else None,
+                            )
+        if not any_rules:
+            raise PolicyError("rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny", field=field, value=dict(d))
+        labels_raw = opt_list(d, "labels", field) or []
+        labels: list[Label] = []
+        for i, item in enumerate(labels_raw):
+            lf = f"{field}.labels[{i}]"
+            if isinstance(item, Mapping):
+                check_mapping(item, lf, ("key", "value", "source"))
+                key = item.get("key")
+                if not isinstance(key, str) or not key:
+                    raise PolicyError("label key must be specified", field=f"{lf}.key", value=key)
+                labels.append(Label(str(item.get("source") or "unspec"), key, str(item.get("value") or "")))
+            elif isinstance(item, str):
+                labels.append(Label.parse(item, "unspec"))
+            else:
+                raise PolicyError("label must be a mapping or a string", field=lf, value=item)
+        kw["labels"] = tuple(labels)
+        kw["description"] = opt_str(d, "description", field)
+        if d.get("enableDefaultDeny") is not None:
+            edd = check_mapping(d["enableDefaultDeny"], f"{field}.enableDefaultDeny", ("ingress", "egress"))
+            kw["enable_default_deny_ingress"] = opt_bool(edd, "ingress", f"{field}.enableDefaultDeny")
+            kw["enable_default_deny_egress"] = opt_bool(edd, "egress", f"{field}.enableDefaultDeny")
+        if d.get("log") is not None:
+            log = check_mapping(d["log"], f"{field}.log", ("value",))
+            value = log.get("value", "")
+            if not isinstance(value, str) or len(value) > 32 or not value.isprintable():
+                raise PolicyError("log value must be at most 32 printable characters", field=f"{field}.log.value", value=value)
+            kw["log"] = value
+        return cls(**kw)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.endpoint_selector is not None:
+            out["endpointSelector"] = self.endpoint_selector.to_manifest()
+        if self.node_selector is not None:
+            out["nodeSelector"] = self.node_selector.to_manifest()
+        for name, _, _ in _SECTIONS:
+            value = getattr(self, _snake(name))
+            if value is not None:
+                out[name] = [r.to_manifest() for r in value]
+        if self.enable_default_deny_ingress is not None or self.enable_default_deny_egress is not None:
+            edd: dict[str, bool] = {}
+            if self.enable_default_deny_ingress is not None:
+                edd["ingress"] = self.enable_default_deny_ingress
+            if self.enable_default_deny_egress is not None:
+                edd["egress"] = self.enable_default_deny_egress
+            out["enableDefaultDeny"] = edd
+        if self.labels:
+            out["labels"] = [{"key": lbl.key, "value": lbl.value, "source": lbl.source} for lbl in self.labels]
+        if self.description is not None:
+            out["description"] = self.description
+        if self.log is not None:
+            out["log"] = {"value": self.log}
+        return out
+
+    def rules_for(self, direction: Direction, deny: bool) -> tuple[PeerRule, ...]:
+        if direction == Direction.INGRESS:
+            return (self.ingress_deny if deny else self.ingress) or ()
+        return (self.egress_deny if deny else self.egress) or ()
+
+    def has_direction(self, direction: Direction) -> bool:
+        return bool(self.rules_for(direction, False) or self.rules_for(direction, True))
+
+    def default_deny(self, direction: Direction) -> bool:
+        """``enableDefaultDeny`` for ``direction``; omitted means true when the rule has rules there."""
+        explicit = self.enable_default_deny_ingress if direction == Direction.INGRESS else self.enable_default_deny_egress
+        if explicit is not None:
+            return explicit
+        return self.has_direction(direction)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+def _metadata(data: Mapping[str, Any], namespaced: bool) -> tuple[str, str, dict[str, str], dict[str, str]]:
+    meta = data.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise PolicyError("metadata must be a mapping", field="metadata", value=meta)
+    name = validate_name(meta.get("name"), "metadata.name")
+    ns = ""
+    if namespaced:
+        ns_raw = meta.get("namespace", "default") or "default"
+        ns = validate_name(ns_raw, "metadata.namespace", label=True)
+    elif meta.get("namespace"):
+        raise PolicyError("cluster-scoped object must not have a namespace", field="metadata.namespace", value=meta.get("namespace"))
+    labels = normalize_label_mapping(meta.get("labels"), "metadata.labels")
+    annotations = normalize_label_mapping(meta.get("annotations"), "metadata.annotations")
+    return name, ns, labels, annotations
+
+
+def _metadata_out(name: str, namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    if labels:
+        meta["labels"] = dict(labels)
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec", "specs", "status")
+
+
+@attrs.frozen(kw_only=True)
+class CiliumNetworkPolicy:
+    """A namespaced ``CiliumNetworkPolicy`` with ``spec`` and/or ``specs``."""
+
+    KIND: ClassVar[str] = "CiliumNetworkPolicy"
+    name: str
+    namespace: str = "default"
+    spec: Rule | None = None
+    specs: tuple[Rule, ...] | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> CiliumNetworkPolicy:
+        return cls(**_parse_cilium_policy(data, namespaced=True))
+
+    def to_manifest(self) -> dict[str, Any]:
+        return _cilium_policy_out(self, self.namespace)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(r for _, r in _rule_paths(self.spec, self.specs))
+
+    def rule_paths(self) -> list[tuple[str, Rule]]:
+        """``(path, rule)`` pairs such as ``("specs[1]", rule)``."""
+        return _rule_paths(self.spec, self.specs)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.KIND, self.namespace, self.name)
+
+
+@attrs.frozen(kw_only=True)
+class CiliumClusterwideNetworkPolicy:
+    """A cluster-scoped ``CiliumClusterwideNetworkPolicy``."""
+
+    KIND: ClassVar[str] = "CiliumClusterwideNetworkPolicy"
+    name: str
+    spec: Rule | None = None
+    specs: tuple[Rule, ...] | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> CiliumClusterwideNetworkPolicy:
+        kw = _parse_cilium_policy(data, namespaced=False)
+        kw.pop("namespace", None)
+        return cls(**kw)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return _cilium_policy_out(self, "")
+
+    @property
+    def namespace(self) -> str:
+        return ""
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return tuple(r for _, r in _rule_paths(self.spec, self.specs))
+
+    def rule_paths(self) -> list[tuple[str, Rule]]:
+        return _rule_paths(self.spec, self.specs)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.KIND, "", self.name)
+
+
+def _rule_paths(spec: Rule | None, specs: tuple[Rule, ...] | None) -> list[tuple[str, Rule]]:
+    out: list[tuple[str, Rule]] = []
+    if spec is not None:
+        out.append(("spec", spec))
+    out.extend((f"specs[{i}]", r) for i, r in enumerate(specs or ()))
+    return out
+
+
+def _parse_cilium_policy(data: Mapping[str, Any], namespaced: bool) -> dict[str, Any]:
+    check_mapping(data, "", _TOP_LEVEL)
+    name, ns, labels, annotations = _metadata(data, namespaced)
+    spec = Rule.from_manifest(data["spec"], "spec") if data.get("spec") is not None else None
+    specs_raw = opt_list(data, "specs", "")
+    specs = None
+    if specs_raw is not None:
+        specs = tuple(Rule.from_manifest(s, f"specs[{i}]") for i, s in enumerate(specs_raw))
+    if spec is None and not specs:
+        raise PolicyError("policy must have a spec or specs", field="spec", value=None)
+    return {"name": name, "namespace": ns, "spec": spec, "specs": specs, "labels": labels, "annotations": annotations}
+
+
+def _cilium_policy_out(pol: CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy, ns: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "apiVersion": "cilium.io/v2",
+        "kind": pol.KIND,
+        "metadata": _metadata_out(pol.name, ns, pol.labels, pol.annotations),
+    }
+    if pol.spec is not None:
+        out["spec"] = pol.spec.to_manifest()
+    if pol.specs is not None:
+        out["specs"] = [r.to_manifest() for r in pol.specs]
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Kubernetes NetworkPolicy
+@attrs.frozen
+class IPBlock:
+    cidr: str
+    except_: tuple[str, ...] = ()
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> IPBlock:
+        d = check_mapping(data, field, ("cidr", "except"))
+        cidr = d.get("cidr")
+        if not isinstance(cidr, str) or "/" not in cidr:
+            raise PolicyError("ipBlock.cidr must be a CIDR", field=f"{field}.cidr", value=cidr)
+        net = parse_network(cidr, f"{field}.cidr")
+        excepts = opt_list(d, "except", field) or []
+        for i, e in enumerate(excepts):
+            enet = parse_network(e, f"{field}.except[{i}]")
+            if enet.version != net.version or not enet.subnet_of(net) or enet == net:  # type: ignore[arg-type]
+                raise PolicyError("except must be a strict subset of cidr", field=f"{field}.except[{i}]", value=e)
+        return cls(cidr, tuple(str(e) for e in excepts))
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cidr": self.cidr}
+        if self.except_:
+            out["except"] = list(self.except_)
+        return out
+
+
+@attrs.frozen
+class NetworkPolicyPeer:
+    pod_selector: EndpointSelector | None = None
+    namespace_selector: EndpointSelector | None = None
+    ip_block: IPBlock | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> NetworkPolicyPeer:
+        d = check_mapping(data, field, ("podSelector", "namespaceSelector", "ipBlock"))
+        pod = EndpointSelector.from_manifest(d["podSelector"], f"{field}.podSelector") if "podSelector" in d else None
+        nss = EndpointSelector.from_manifest(d["namespaceSelector"], f"{field}.namespaceSelector") if "namespaceSelector" in d else None
+        ipb = IPBlock.from_manifest(d["ipBlock"], f"{field}.ipBlock") if d.get("ipBlock") is not None else None
+        if ipb is not None and (pod is not None or nss is not None):
+            raise PolicyError("may not specify both ipBlock and another peer", field=f"{field}.ipBlock", value=d["ipBlock"])
+        if ipb is None and pod is None and nss is None:
+            raise PolicyError("must specify a peer", field=field, value=dict(d))
+        return cls(pod, nss, ipb)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.pod_selector is not None:
+            out["podSelector"] = self.pod_selector.to_manifest()
+        if self.namespace_selector is not None:
+            out["namespaceSelector"] = self.namespace_selector.to_manifest()
+        if self.ip_block is not None:
+            out["ipBlock"] = self.ip_block.to_manifest()
+        return out
+
+
+@attrs.frozen
+class NetworkPolicyPort:
+    protocol: str = "TCP"
+    port: int | str | None = None
+    end_port: int | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> NetworkPolicyPort:
+        d = check_mapping(data, field, ("protocol", "port", "endPort"))
+        proto = d.get("protocol", "TCP") or "TCP"
+        if proto not in ("TCP", "UDP", "SCTP"):
+            raise PolicyError("protocol must be TCP, UDP or SCTP", field=f"{field}.protocol", value=proto)
+        port = d.get("port")
+        if port is not None:
+            if isinstance(port, bool):
+                raise PolicyError("port must be a number or a name", field=f"{field}.port", value=port)
+            if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+                port = int(port)
+                if not 1 <= port <= 65535:
+                    raise PolicyError("port must be within 1..65535", field=f"{field}.port", value=d.get("port"))
+            elif isinstance(port, str):
+                if len(port) > 15 or not _PORT_NAME_RE.match(port) or not re.search("[a-z]", port):
+                    raise PolicyError("invalid port name", field=f"{field}.port", value=port)
+            else:
+                raise PolicyError("port must be a number or a name", field=f"{field}.port", value=port)
+        end = d.get("endPort")
+        if end is not None:
+            if not isinstance(port, int):
+                raise PolicyError("endPort requires a numeric port", field=f"{field}.endPort", value=end)
+            if isinstance(end, bool) or not isinstance(end, int) or not port <= end <= 65535:
+                raise PolicyError("endPort must be within port..65535", field=f"{field}.endPort", value=end)
+        return cls(proto, port, end)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"protocol": self.protocol}
+        if self.port is not None:
+            out["port"] = self.port
+        if self.end_port is not None:
+            out["endPort"] = self.end_port
+        return out
+
+
+@attrs.frozen
+class NetworkPolicyRule:
+    """One ingress/egress item; ``peers`` None means "all peers", ``ports`` None "all ports"."""
+
+    peers: tuple[NetworkPolicyPeer, ...] | None = None
+    ports: tuple[NetworkPolicyPort, ...] | None = None
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str, direction: Direction) -> NetworkPolicyRule:
+        peer_key = "from" if direction == Direction.INGRESS else "to"
+        d = check_mapping(data, field, (peer_key, "ports"))
+        peers = parse_list(d, peer_key, field, NetworkPolicyPeer.from_manifest)
+        ports = parse_list(d, "ports", field, NetworkPolicyPort.from_manifest)
+        return cls(peers or None if peers == () else peers, ports or None if ports == () else ports)
+
+    def to_manifest(self, direction: Direction) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.peers is not None:
+            out["from" if direction == Direction.INGRESS else "to"] = [p.to_manifest() for p in self.peers]
+        if self.ports is not None:
+            out["ports"] = [p.to_manifest() for p in self.ports]
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class NetworkPolicy:
+    """A Kubernetes ``networking.k8s.io/v1`` NetworkPolicy."""
+
+    KIND: ClassVar[str] = "NetworkPolicy"
+    name: str
+    namespace: str = "default"
+    pod_selector: EndpointSelector = attrs.field(factory=EndpointSelector)
+    ingress: tuple[NetworkPolicyRule, ...] | None = None
+    egress: tuple[NetworkPolicyRule, ...] | None = None
+    policy_types: tuple[str, ...] | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> NetworkPolicy:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, ns, labels, annotations = _metadata(data, True)
+        spec = check_mapping(data.get("spec"), "spec", ("podSelector", "ingress", "egress", "policyTypes"))
+        if "podSelector" not in spec:
+            raise PolicyError("podSelector is required", field="spec.podSelector", value=None)
+        pod = EndpointSelector.from_manifest(spec.get("podSelector"), "spec.podSelector")
+        ing = opt_list(spec, "ingress", "spec")
+        egr = opt_list(spec, "egress", "spec")
+        ingress = None if ing is None else tuple(
+            NetworkPolicyRule.from_manifest(r, f"spec.ingress[{i}]", Direction.INGRESS) for i, r in enumerate(ing)
+        )
+        egress = None if egr is None else tuple(
+            NetworkPolicyRule.from_manifest(r, f"spec.egress[{i}]", Direction.EGRESS) for i, r in enumerate(egr)
+        )
+        types = opt_list(spec, "policyTypes", "spec")
+        if types is not None:
+            for i, t in enumerate(types):
+                if t not in ("Ingress", "Egress"):
+                    raise PolicyError("policyTypes must be Ingress or Egress", field=f"spec.policyTypes[{i}]", value=t)
+        return cls(
+            name=name,
+            namespace=ns,
+            pod_selector=pod,
+            ingress=ingress,
+            egress=egress,
+            policy_types=None if types is None else tuple(types),
+            labels=labels,
+            annotations=annotations,
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"podSelector": self.pod_selector.to_manifest()}
+        if self.ingress is not None:
+            spec["ingress"] = [r.to_manifest(Direction.INGRESS) for r in self.ingress]
+        if self.egress is not None:
+            spec["egress"] = [r.to_manifest(Direction.EGRESS) for r in self.egress]
+        if self.policy_types is not None:
+            spec["policyTypes"] = list(self.policy_types)
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata_out(self.name, self.namespace, self.labels, self.annotations),
+            "spec": spec,
+        }
+
+    def effective_types(self) -> tuple[Direction, ...]:
+        """Directions this policy isolates (Kubernetes defaulting of ``policyTypes``)."""
+        if self.policy_types is not None:
+            return tuple(Direction.INGRESS if t == "Ingress" else Direction.EGRESS for t in self.policy_types)
+        out = [Direction.INGRESS]
+        if self.egress is not None:
+            out.append(Direction.EGRESS)
+        return tuple(out)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.KIND, self.namespace, self.name)
+
+
+# --------------------------------------------------------------------------------------
+# cluster objects
+@attrs.frozen
+class Namespace:
+    """A Kubernetes namespace and its labels (which pods inherit as namespace labels)."""
+
+    KIND: ClassVar[str] = "Namespace"
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> Namespace:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, _, labels, _ = _metadata(data, False)
+        validate_name(name, "metadata.name", label=True)
+        return cls(name, labels)
+
+    def to_manifest(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": self.name}
+        if self.labels:
+            meta["labels"] = dict(self.labels)
+        return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+    def effective_labels(self) -> dict[str, str]:
+        """Labels including ``kubernetes.io/metadata.name`` that the API server adds."""
+        return {**self.labels, "kubernetes.io/metadata.name": self.name}
+
+
+@attrs.frozen
+class ContainerPort:
+    """A container port: optional ``name``, number and protocol."""
+
+    name: str | None
+    port: int
+    protocol: str = "TCP"
+
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise PolicyError("containerPort must be within 1..65535", value=self.port)
+        if self.protocol not in ("TCP", "UDP", "SCTP"):
+            raise PolicyError("protocol must be TCP, UDP or SCTP", value=self.protocol)
+        if self.name is not None and (len(self.name) > 15 or not _PORT_NAME_RE.match(self.name)):
+            raise PolicyError("invalid port name", value=self.name)
+
+
+def _ip_tuple(values: Iterable[Any]) -> tuple[IPAddress, ...]:
+    out = []
+    for v in values:
+        out.append(ipaddress.ip_address(v) if not isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address) else v)
+    return tuple(out)
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """A pod (Cilium endpoint): identity-relevant labels, addresses and named ports."""
+
+    KIND: ClassVar[str] = "Pod"
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
+    ports: tuple[ContainerPort, ...] = attrs.field(default=(), converter=tuple)
+    service_account: str = "default"
+    node: str | None = None
+    host_network: bool = False
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> Endpoint:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, ns, labels, _ = _metadata(data, True)
+        spec = data.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            raise PolicyError("spec must be a mapping", field="spec", value=spec)
+        ports: list[ContainerPort] = []
+        for ci, c in enumerate(spec.get("containers") or []):
+            if not isinstance(c, Mapping):
+                raise PolicyError("container must be a mapping", field=f"spec.containers[{ci}]", value=c)
+            for pi, p in enumerate(c.get("ports") or []):
+                pf = f"spec.containers[{ci}].ports[{pi}]"
+                if not isinstance(p, Mapping):
+                    raise PolicyError("port must be a mapping", field=pf, value=p)
+                num = p.get("containerPort")
+                if isinstance(num, bool) or not isinstance(num, int):
+                    raise PolicyError("containerPort must be an integer", field=f"{pf}.containerPort", value=num)
+                try:
+                    ports.append(ContainerPort(p.get("name"), num, p.get("protocol", "TCP") or "TCP"))
+                except PolicyError as exc:
+                    raise exc.located(field=pf) from None
+        status = data.get("status") or {}
+        ips: list[str] = []
+        for i, item in enumerate(status.get("podIPs") or []):
+            ip = item.get("ip") if isinstance(item, Mapping) else item
+            ips.append(_check_ip(ip, f"status.podIPs[{i}].ip"))
+        if status.get("podIP") and status["podIP"] not in ips:
+            ips.insert(0, _check_ip(status["podIP"], "status.podIP"))
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        return cls(
+            namespace=ns,
+            name=name,
+            labels=labels,
+            ips=tuple(ips),
+            ports=tuple(ports),
+            service_account=str(sa),
+            node=spec.get("nodeName"),
+            host_network=bool(spec.get("hostNetwork", False)),
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        container: dict[str, Any] = {"name": "app", "image": "registry.k8s.io/pause:3.9"}
+        if self.ports:
+            container["ports"] = [
+                {**({"name": p.name} if p.name else {}), "containerPort": p.port, "protocol": p.protocol}
+                for p in self.ports
+            ]
+        spec: dict[str, Any] = {"containers": [container]}
+        if self.service_account != "default":
+            spec["serviceAccountName"] = self.service_account
+        if self.node:
+            spec["nodeName"] = self.node
+        if self.host_network:
+            spec["hostNetwork"] = True
+        out: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": _metadata_out(self.name, self.namespace, self.labels, {}),
+            "spec": spec,
+        }
+        if self.ips:
+            out["status"] = {"podIP": str(self.ips[0]), "podIPs": [{"ip": str(ip)} for ip in self.ips]}
+        return out
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def named_port(self, name: str, protocol: str | None = None) -> int | None:
+        for p in self.ports:
+            if p.name == name and (protocol is None or p.protocol == protocol):
+                return p.port
+        return None
+
+
+def _check_ip(value: Any, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise PolicyError("invalid IP address", field=field, value=value) from None
+
+
+@attrs.frozen(kw_only=True)
+class Node:
+    """A Kubernetes node: labels and addresses (its IPs map to host or remote-node)."""
+
+    KIND: ClassVar[str] = "Node"
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> Node:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, _, labels, _ = _metadata(data, False)
+        status = data.get("status") or {}
+        ips = []
+        for i, addr in enumerate(status.get("addresses") or []):
+            if isinstance(addr, Mapping) and addr.get("type") in ("InternalIP", "ExternalIP"):
+                ips.append(_check_ip(addr.get("address"), f"status.addresses[{i}].address"))
+        return cls(name=name, labels=labels, ips=tuple(ips))
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": _metadata_out(self.name, "", self.labels, {})}
+        if self.ips:
+            out["status"] = {"addresses": [{"type": "InternalIP", "address": str(ip)} for ip in self.ips]}
+        return out
+
+
+@attrs.frozen
+class ServicePort:
+    port: int
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Service:
+    """A Kubernetes Service; ``toServices`` rules are translated through it."""
+
+    KIND: ClassVar[str] = "Service"
+    name: str
+    namespace: str = "default"
+    selector: Mapping[str, str] | None = attrs.field(default=None, hash=False)
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    backend_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> Service:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, ns, labels, _ = _metadata(data, True)
+        spec = data.get("spec") or {}
+        if not isinstance(spec, Mapping):
+            raise PolicyError("spec must be a mapping", field="spec", value=spec)
+        sel = spec.get("selector")
+        selector = normalize_label_mapping(sel, "spec.selector") if sel is not None else None
+        ports = []
+        for i, p in enumerate(spec.get("ports") or []):
+            pf = f"spec.ports[{i}]"
+            if not isinstance(p, Mapping) or isinstance(p.get("port"), bool) or not isinstance(p.get("port"), int):
+                raise PolicyError("port must be an integer", field=f"{pf}.port", value=p)
+            ports.append(ServicePort(int(p["port"]), p.get("targetPort"), p.get("protocol", "TCP") or "TCP", p.get("name")))
+        ips = [ip for ip in (spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])) if ip != "None"]
+        for i, ip in enumerate(ips):
+            _check_ip(ip, f"spec.clusterIPs[{i}]")
+        return cls(name=name, namespace=ns, selector=selector, ports=tuple(ports), cluster_ips=tuple(ips), labels=labels)
+
+    def to_manifest(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {}
+        if self.selector is not None:
+            spec["selector"] = dict(self.selector)
+        if self.ports:
+            spec["ports"] = []
+            for p in self.ports:
+                item: dict[str, Any] = {"port": p.port, "protocol": p.protocol}
+                if p.name:
+                    item["name"] = p.name
+                if p.target_port is not None:
+                    item["targetPort"] = p.target_port
+                spec["ports"].append(item)
+        if self.cluster_ips:
+            spec["clusterIP"] = str(self.cluster_ips[0])
+            spec["clusterIPs"] = [str(ip) for ip in self.cluster_ips]
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata_out(self.name, self.namespace, self.labels, {}),
+            "spec": spec,
+        }
+
+    def selector_labels(self) -> LabelSet | None:
+        return None if self.selector is None else LabelSet.from_mapping(self.selector)
+
+
+PolicyObject = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy
+ModelObject = PolicyObject | Namespace | Endpoint | Node | Service
+
+KINDS: dict[str, Any] = {
+    "CiliumNetworkPolicy": CiliumNetworkPolicy,
+    "CiliumClusterwideNetworkPolicy": CiliumClusterwideNetworkPolicy,
+    "NetworkPolicy": NetworkPolicy,
+    "Namespace": Namespace,
+    "Pod": Endpoint,
+    "Node": Node,
+    "Service": Service,
+}
+API_VERSIONS: dict[str, tuple[str, ...]] = {
+    "CiliumNetworkPolicy": ("cilium.io/v2",),
+    "CiliumClusterwideNetworkPolicy": ("cilium.io/v2",),
+    "NetworkPolicy": ("networking.k8s.io/v1",),
+    "Namespace": ("v1",),
+    "Pod": ("v1",),
+    "Node": ("v1",),
+    "Service": ("v1",),
+}
+
+
+def sequence_of(items: Sequence[Any] | None) -> tuple[Any, ...]:
+    return tuple(items or ())

@@ -1,0 +1,244 @@
+"""Label selectors (``matchLabels`` + ``matchExpressions``) over source-qualified labels.
+
+Keys may carry a source (``k8s:app``, ``reserved:host``); a key without one is ``any:``
+and matches labels of every source (pkg/policy/api/selector.go).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._labels import SOURCE_ANY, LabelSet, split_source
+from .exceptions import PolicyError
+
+__all__ = ["EndpointSelector", "Operator", "Requirement"]
+
+
+class Operator(enum.Enum):
+    """Set-based selector operators of Kubernetes label selectors."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+_NAME_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def validate_label_key(key: str, field: str) -> None:
+    """Kubernetes qualified-name rules for a label key (after its Cilium source)."""
+    _, bare = split_source(key)
+    prefix, slash, name = bare.rpartition("/")
+    if not name or len(name) > 63 or not _NAME_RE.match(name):
+        raise PolicyError(
+            "invalid label key: name part must be 1-63 characters of [A-Za-z0-9-_.] "
+            "starting and ending with an alphanumeric",
+            field=field,
+            value=key,
+        )
+    if slash and (not prefix or len(prefix) > 253 or not _PREFIX_RE.match(prefix)):
+        raise PolicyError("invalid label key prefix: must be a DNS subdomain", field=field, value=key)
+
+
+def validate_label_value(value: str, field: str) -> None:
+    if len(value) > 63 or not _NAME_RE.match(value):
+        raise PolicyError(
+            "invalid label value: at most 63 characters of [A-Za-z0-9-_.] starting and "
+            "ending with an alphanumeric",
+            field=field,
+            value=value,
+        )
+
+
+@attrs.frozen(order=True)
+class Requirement:
+    """One selector requirement: ``key`` (with ``source``) ``operator`` ``values``."""
+
+    source: str
+    key: str
+    operator: Operator = attrs.field(order=lambda op: op.value)
+    values: tuple[str, ...] = ()
+
+    def matches(self, labels: LabelSet) -> bool:
+        op = self.operator
+        if op is Operator.EXISTS:
+            return labels.has_key(self.key, self.source)
+        if op is Operator.DOES_NOT_EXIST:
+            return not labels.has_key(self.key, self.source)
+        present = labels.values_of(self.key, self.source)
+        hit = any(v in self.values for v in present)
+        return hit if op is Operator.IN else not hit
+
+    @property
+    def qualified_key(self) -> str:
+        return self.key if self.source == SOURCE_ANY else f"{self.source}:{self.key}"
+
+    def __str__(self) -> str:
+        if self.operator is Operator.EXISTS:
+            return self.qualified_key
+        if self.operator is Operator.DOES_NOT_EXIST:
+            return f"!{self.qualified_key}"
+        if self.operator is Operator.IN and len(self.values) == 1:
+            return f"{self.qualified_key}={self.values[0]}"
+        op = "in" if self.operator is Operator.IN else "notin"
+        return f"{self.qualified_key} {op} ({','.join(self.values)})"
+
+
+@attrs.frozen
+class EndpointSelector:
+    """A Kubernetes label selector as written in a manifest.
+
+    ``match_labels`` and ``match_expressions`` keep the user's form for round trips;
+    :attr:`requirements` is the normalised conjunction used for matching. An empty
+    selector selects everything.
+    """
+
+    match_labels: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=lambda items: tuple(sorted(dict(items).items()))
+    )
+    match_expressions: tuple[Requirement, ...] = attrs.field(default=(), converter=tuple)
+    requirements: tuple[Requirement, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        reqs = [
+            Requirement(*split_source(k), Operator.IN, (v,)) for k, v in self.match_labels
+        ]
+        reqs.extend(self.match_expressions)
+        object.__setattr__(self, "requirements", tuple(sorted(set(reqs))))
+
+    @classmethod
+    def make(
+        cls,
+        match_labels: Mapping[str, str] | None = None,
+        match_expressions: Iterable[tuple[str, str, Iterable[str]]] = (),
+    ) -> EndpointSelector:
+        """Build from plain data: ``make({"app": "web"}, [("tier", "In", ["a"])])``."""
+        exprs = []
+        for key, op, values in match_expressions:
+            src, bare = split_source(key)
+            exprs.append(Requirement(src, bare, Operator(op), tuple(sorted(values))))
+        return cls(tuple((match_labels or {}).items()), tuple(exprs))
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> EndpointSelector:
+        """Parse ``{matchLabels: {...}, matchExpressions: [...]}`` strictly."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise PolicyError("selector must be a mapping", field=field, value=data)
+        unknown = set(data) - {"matchLabels", "matchExpressions"}
+        if unknown:
+            bad = sorted(unknown)[0]
+            raise PolicyError("unknown field", field=f"{field}.{bad}", value=data[bad])
+        labels_raw = data.get("matchLabels") or {}
+        if not isinstance(labels_raw, Mapping):
+            raise PolicyError("matchLabels must be a mapping", field=f"{field}.matchLabels", value=labels_raw)
+        labels: list[tuple[str, str]] = []
+        for k, v in labels_raw.items():
+            kf = f"{field}.matchLabels.{k}"
+            if not isinstance(k, str):
+                raise PolicyError("label key must be a string", field=kf, value=k)
+            validate_label_key(k, kf)
+            if v is None:
+                v = ""
+            if isinstance(v, bool) or not isinstance(v, str | int | float):
+                raise PolicyError("label value must be a string", field=kf, value=v)
+            validate_label_value(str(v), kf)
+            labels.append((k, str(v)))
+        exprs_raw = data.get("matchExpressions") or []
+        if not isinstance(exprs_raw, list):
+            raise PolicyError("matchExpressions must be a list", field=f"{field}.matchExpressions", value=exprs_raw)
+        exprs: list[Requirement] = []
+        for i, item in enumerate(exprs_raw):
+            ef = f"{field}.matchExpressions[{i}]"
+            exprs.append(_parse_expression(item, ef))
+        return cls(tuple(labels), tuple(exprs))
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(self.match_labels)
+        if self.match_expressions:
+            exprs = []
+            for req in self.match_expressions:
+                item: dict[str, Any] = {"key": req.qualified_key, "operator": req.operator.value}
+                if req.operator in (Operator.IN, Operator.NOT_IN):
+                    item["values"] = list(req.values)
+                exprs.append(item)
+            out["matchExpressions"] = exprs
+        return out
+
+    @property
+    def is_wildcard(self) -> bool:
+        return not self.requirements
+
+    def matches(self, labels: LabelSet) -> bool:
+        return all(req.matches(labels) for req in self.requirements)
+
+    def mentions_key(self, key: str, sources: Iterable[str] = ("k8s", SOURCE_ANY)) -> bool:
+        srcs = set(sources)
+        return any(r.key == key and r.source in srcs for r in self.requirements)
+
+    def mentions_key_prefix(self, prefix: str) -> bool:
+        return any(r.key.startswith(prefix) for r in self.requirements)
+
+    def has_source(self, source: str) -> bool:
+        return any(r.source == source for r in self.requirements)
+
+    def with_requirement(self, req: Requirement) -> EndpointSelector:
+        return EndpointSelector(self.match_labels, (*self.match_expressions, req))
+
+    def __str__(self) -> str:
+        if not self.requirements:
+            return "{}"
+        return ", ".join(str(r) for r in self.requirements)
+
+
+def _parse_expression(item: Any, field: str) -> Requirement:
+    if not isinstance(item, Mapping):
+        raise PolicyError("match expression must be a mapping", field=field, value=item)
+    unknown = set(item) - {"key", "operator", "values"}
+    if unknown:
+        bad = sorted(unknown)[0]
+        raise PolicyError("unknown field", field=f"{field}.{bad}", value=item[bad])
+    key = item.get("key")
+    if not isinstance(key, str) or not key:
+        raise PolicyError("key must be a non-empty string", field=f"{field}.key", value=key)
+    validate_label_key(key, f"{field}.key")
+    op_raw = item.get("operator")
+    try:
+        op = Operator(op_raw)
+    except ValueError:
+        raise PolicyError(
+            "operator must be one of In, NotIn, Exists, DoesNotExist",
+            field=f"{field}.operator",
+            value=op_raw,
+        ) from None
+    values = item.get("values")
+    if op in (Operator.IN, Operator.NOT_IN):
+        if not isinstance(values, list) or not values:
+            raise PolicyError(
+                f"values must be a non-empty list for operator {op.value}",
+                field=f"{field}.values",
+                value=values,
+            )
+        for j, v in enumerate(values):
+            if not isinstance(v, str | int | float) or isinstance(v, bool):
+                raise PolicyError("value must be a string", field=f"{field}.values[{j}]", value=v)
+            validate_label_value(str(v), f"{field}.values[{j}]")
+        vals = tuple(sorted({str(v) for v in values}))
+    else:
+        if values:
+            raise PolicyError(
+                f"values must be empty for operator {op.value}", field=f"{field}.values", value=values
+            )
+        vals = ()
+    src, bare = split_source(key)
+    return Requirement(src, bare, op, vals)
