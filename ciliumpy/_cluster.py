@@ -1,0 +1,989 @@
+"""The façade users hold: a cluster of namespaces, pods, nodes, services and policies.
+
+Changes mark state dirty; the next question (``check``, ``map_state`` …) brings identities,
+ipcache, selector cache, per-endpoint map state and the backend up to date, recomputing
+only the endpoints whose inputs changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._datapath import (
+    ID_HOST,
+    ID_REMOTE_NODE,
+    ID_WORLD,
+    ID_WORLD_IPV4,
+    ID_WORLD_IPV6,
+    Action,
+    DatapathResult,
+    Direction,
+    EndpointRecord,
+    IPAddress,
+    IPNetwork,
+    MapStateKey,
+    Packet,
+    PolicyEntry,
+    Protocol,
+    RuleOrigin,
+    TCPFlags,
+)
+from ._identity import (
+    RESERVED_NAMES,
+    Identity,
+    IdentityAllocator,
+    cidr_identity_labels,
+    endpoint_identity_labels,
+)
+from ._labels import NAMESPACE_KEY, SOURCE_K8S, LabelSet
+from ._manifests import load_objects
+from ._mapstate import (
+    CompilerConfig,
+    EndpointPolicy,
+    PeerSelector,
+    PolicyCompiler,
+    SelectedRule,
+    SelectorCache,
+    cidr_selector,
+    endpoint_selector_for_peer,
+    entity_selectors,
+    fqdn_selector,
+    namespace_requirement,
+    referenced_cidrs,
+    subject_selector,
+)
+from ._model import (
+    CIDRRule,
+    CiliumClusterwideNetworkPolicy,
+    CiliumNetworkPolicy,
+    ContainerPort,
+    Endpoint,
+    ModelObject,
+    Namespace,
+    NetworkPolicy,
+    NetworkPolicyPeer,
+    NetworkPolicyRule,
+    Node,
+    PeerRule,
+    PolicyObject,
+    PortProtocol,
+    PortRule,
+    Rule,
+    Service,
+    parse_network,
+)
+from ._selectors import EndpointSelector, Operator, Requirement
+from ._verdict import HookVerdict, PeerInfo, Verdict
+from .backends import Backend, DatapathUpdate, load_backend
+from .exceptions import PolicyError, UnknownEndpointError
+
+__all__ = ["Cluster"]
+
+POD_CIDR_V4 = ipaddress.ip_network("10.244.0.0/16")
+POD_CIDR_V6 = ipaddress.ip_network("fd00:10:244::/56")
+HOST_IP_V4 = ipaddress.ip_address("10.0.0.1")
+HOST_IP_V6 = ipaddress.ip_address("fd00:10::1")
+# Address used for ``"world"`` as a check source/destination: TEST-NET-2's last address,
+# outside every range our examples use.
+WORLD_IP_V4 = ipaddress.ip_address("198.51.100.254")
+WORLD_IP_V6 = ipaddress.ip_address("2001:db8:ffff::fe")
+
+_PROTOCOLS = {
+    "TCP": Protocol.TCP,
+    "UDP": Protocol.UDP,
+    "SCTP": Protocol.SCTP,
+    "ICMP": Protocol.ICMP,
+    "ICMPV4": Protocol.ICMP,
+    "ICMPV6": Protocol.ICMPV6,
+}
+
+
+@attrs.frozen
+class _PolicyRuleRef:
+    obj: PolicyObject
+    path: str
+    rule: Rule
+    subject: PeerSelector | None  # None: a node selector (host firewall)
+    kind: str
+
+
+class Cluster:
+    """A simulated Kubernetes cluster running Cilium.
+
+    >>> c = Cluster()
+    >>> _ = c.add_endpoint("prod/web", labels={"app": "web"})
+    >>> _ = c.add_endpoint("prod/db", labels={"app": "db"}, ports=[("pg", 5432, "TCP")])
+    >>> c.check("prod/web", "prod/db", 5432).verdict
+    'FORWARDED'
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend | None = None,
+        *,
+        cluster_name: str = "default",
+        allow_localhost: bool = True,
+        dual_stack: bool = False,
+        policy_enforcement: str = "default",
+        clock: Any = None,
+        dns_min_ttl: int = 0,
+    ) -> None:
+        if policy_enforcement not in ("default", "always", "never"):
+            raise PolicyError("policy_enforcement must be default, always or never", value=policy_enforcement)
+        self.config = CompilerConfig(
+            cluster_name=cluster_name,
+            allow_localhost=allow_localhost,
+            dual_stack=dual_stack,
+            policy_enforcement=policy_enforcement,
+        )
+        self.backend: Backend = backend if backend is not None and not isinstance(backend, str) else load_backend(backend)
+        self._namespaces: dict[str, Namespace] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._nodes: dict[str, Node] = {}
+        self._services: dict[tuple[str, str], Service] = {}
+        self._policies: dict[tuple[str, str, str], PolicyObject] = {}
+        self.dns_records: dict[str, tuple[tuple[str, ...], int]] = {}
+        self.clock = clock
+        self.dns_min_ttl = dns_min_ttl
+        self._fqdn_ips: dict[IPAddress, frozenset[str]] = {}  # learned IP -> names
+        self._reset_derived()
+        self._sport = itertools.count(40000)
+
+    # ------------------------------------------------------------------------------------
+    # construction
+    @classmethod
+    def from_manifests(cls, *sources: Any, backend: str | Backend | None = None, **kwargs: Any) -> Cluster:
+        """Build a cluster from paths, directories, YAML text, dicts or model objects."""
+        cluster = cls(backend=backend, **kwargs)
+        cluster.apply(*sources)
+        return cluster
+
+    def _reset_derived(self) -> None:
+        self._alloc = IdentityAllocator()
+        self._cache = SelectorCache()
+        for ident in self._alloc.all():
+            self._cache.add_identity(ident)
+        self._ep_ids: dict[str, int] = getattr(self, "_ep_ids", {})
+        self._ep_ident: dict[str, Identity] = {}
+        self._ep_ips: dict[str, tuple[IPAddress, ...]] = {}
+        self._by_ip: dict[IPAddress, str] = {}
+        self._ipcache_ids: dict[IPNetwork, Identity] = {}
+        self._ep_policy: dict[str, EndpointPolicy] = {}
+        self._policy_deps: dict[str, tuple[Any, ...]] = {}
+        self._pushed_ipcache: dict[IPNetwork, int] = {}
+        self._pushed_eps: dict[int, EndpointRecord] = {}
+        self._pushed_policy: dict[int, dict[MapStateKey, PolicyEntry]] = {}
+        self._rule_refs: list[_PolicyRuleRef] | None = None
+        self._dirty = True
+        self._services_gen = 0
+        self._ports_gen = 0
+        self._next_ep_id = max(self._ep_ids.values(), default=99) + 1
+
+    def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> Namespace:
+        """Add or replace a namespace (its labels become ``io.cilium.k8s.namespace.labels.*``)."""
+        ns = Namespace(name, dict(labels or {}))
+        self._apply_objects([ns])
+        return ns
+
+    def add_endpoint(
+        self,
+        ref: str,
+        labels: Mapping[str, str] | None = None,
+        ips: Iterable[str | IPAddress] | None = None,
+        ports: Iterable[tuple[str | None, int, str] | ContainerPort] | None = None,
+        service_account: str = "default",
+        node: str | None = None,
+    ) -> Endpoint:
+        """Add or replace a pod ``"namespace/name"``; addresses are assigned when omitted."""
+        namespace, name = _split_ref(ref)
+        cports = tuple(p if isinstance(p, ContainerPort) else ContainerPort(p[0], int(p[1]), p[2] if len(p) > 2 else "TCP") for p in ports or ())
+        ep = Endpoint(
+            namespace=namespace,
+            name=name,
+            labels=dict(labels or {}),
+            ips=tuple(ips or ()),
+            ports=cports,
+            service_account=service_account,
+            node=node,
+        )
+        self._apply_objects([ep])
+        return self._endpoints[ep.ref]
+
+    def add_node(self, name: str, labels: Mapping[str, str] | None = None, ips: Iterable[str] = ()) -> Node:
+        node = Node(name=name, labels=dict(labels or {}), ips=tuple(ips))
+        self._apply_objects([node])
+        return node
+
+    def add_service(
+        self,
+        ref: str,
+        selector: Mapping[str, str] | None,
+        ports: Iterable[int] = (),
+        cluster_ips: Iterable[str] = (),
+        backend_ips: Iterable[str] = (),
+    ) -> Service:
+        from ._model import ServicePort
+
+        namespace, name = _split_ref(ref)
+        svc = Service(
+            name=name,
+            namespace=namespace,
+            selector=None if selector is None else dict(selector),
+            ports=tuple(ServicePort(p) for p in ports),
+            cluster_ips=tuple(cluster_ips),
+            backend_ips=tuple(backend_ips),
+        )
+        self._apply_objects([svc])
+        return svc
+
+    def add_dns_records(self, records: Mapping[str, Iterable[str]], ttl: int = 300) -> None:
+        """Register what the cluster's upstream DNS server answers for each name."""
+        for name, ips in records.items():
+            values = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
+            self.dns_records[_fqdn_key(name)] = (values, int(ttl))
+
+    def apply(self, *manifests: Any) -> list[ModelObject]:
+        """Apply manifests atomically (dicts, YAML text, paths, directories, model objects).
+
+        Every document is parsed and validated before anything changes; if resolution
+        fails afterwards, the cluster is restored to exactly its previous state.
+        """
+        objects = load_objects(manifests)
+        self._apply_objects(objects)
+        return objects
+
+    def delete(self, *manifests: Any) -> None:
+        """Remove the objects named by the manifests (kind + namespace/name)."""
+        objects = load_objects(manifests)
+        snapshot = self._snapshot()
+        try:
+            for obj in objects:
+                self._remove_object(obj)
+            self._invalidate()
+            self._sync()
+        except Exception:
+            self._restore(snapshot)
+            raise
+
+    def remove_endpoint(self, ref: str) -> None:
+        ep = self.endpoint(ref)
+        self.delete(ep)
+
+    def _apply_objects(self, objects: Sequence[ModelObject]) -> None:
+        for obj in objects:
+            self._validate_object(obj)
+        snapshot = self._snapshot()
+        try:
+            for obj in objects:
+                self._store_object(obj)
+            self._invalidate()
+            self._sync()
+        except Exception:
+            self._restore(snapshot)
+            raise
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (
+            dict(self._namespaces),
+            dict(self._endpoints),
+            dict(self._nodes),
+            dict(self._services),
+            dict(self._policies),
+            dict(self._ep_ids),
+        )
+
+    def _restore(self, snap: tuple[Any, ...]) -> None:
+        (self._namespaces, self._endpoints, self._nodes, self._services, self._policies, self._ep_ids) = (
+            dict(s) for s in snap
+        )
+        old_backend_state = self._pushed_policy
+        self._reset_derived()
+        self._pushed_policy = {}
+        # The backend may hold entries of the failed attempt: rebuild it from scratch.
+        self.backend.apply(
+            DatapathUpdate(
+                endpoints_delete=frozenset(old_backend_state) | frozenset(self._pushed_eps),
+                policy_replace=frozenset(),
+            )
+        )
+        self._sync(full=True)
+
+    def _validate_object(self, obj: ModelObject) -> None:
+        if isinstance(obj, CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy):
+            for path, rule in obj.rule_paths():
+                for section in ("ingress", "ingressDeny", "egress", "egressDeny"):
+                    d = Direction.INGRESS if section.startswith("ingress") else Direction.EGRESS
+                    for i, pr in enumerate(rule.rules_for(d, section.endswith("Deny"))):
+                        where = f"{path}.{section}[{i}]"
+                        self._validate_peer_rule(obj, pr, where)
+
+    def _validate_peer_rule(self, obj: PolicyObject, pr: PeerRule, where: str) -> None:
+        ns = getattr(obj, "namespace", "")
+
+        def fail(reason: str, field: str, value: Any) -> None:
+            raise PolicyError(reason, kind=obj.KIND, namespace=ns or None, name=obj.name, field=f"{where}.{field}", value=value)
+
+        ingress = pr.direction == Direction.INGRESS
+        if pr.nodes is not None:
+            fail(
+                'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set',
+                "fromNodes" if ingress else "toNodes",
+                [s.to_manifest() for s in pr.nodes],
+            )
+        if pr.groups is not None:
+            fail("cloud provider groups cannot be resolved offline", "fromGroups" if ingress else "toGroups", None)
+        if pr.requires is not None:
+            fail("fromRequires/toRequires was removed in Cilium 1.19 and is not supported", "fromRequires" if ingress else "toRequires", None)
+        for i, cr in enumerate(pr.cidr_set or ()):
+            if cr.cidr is None:
+                fail("CiliumCIDRGroup references are not supported", f"{'fromCIDRSet' if ingress else 'toCIDRSet'}[{i}]", cr.to_manifest())
+
+    def _store_object(self, obj: ModelObject) -> None:
+        if isinstance(obj, Namespace):
+            self._namespaces[obj.name] = obj
+        elif isinstance(obj, Endpoint):
+            if obj.namespace not in self._namespaces:
+                self._namespaces[obj.namespace] = Namespace(obj.namespace)
+            self._endpoints[obj.ref] = self._with_addresses(obj)
+            self._ep_ids.setdefault(obj.ref, self._alloc_ep_id())
+        elif isinstance(obj, Node):
+            self._nodes[obj.name] = obj
+        elif isinstance(obj, Service):
+            self._services[(obj.namespace, obj.name)] = obj
+        else:
+            if isinstance(obj, CiliumNetworkPolicy | NetworkPolicy) and obj.namespace not in self._namespaces:
+                self._namespaces[obj.namespace] = Namespace(obj.namespace)
+            self._policies[obj.key] = obj
+
+    def _remove_object(self, obj: ModelObject) -> None:
+        if isinstance(obj, Namespace):
+            self._namespaces.pop(obj.name, None)
+        elif isinstance(obj, Endpoint):
+            self._endpoints.pop(obj.ref, None)
+            self._ep_ids.pop(obj.ref, None)
+        elif isinstance(obj, Node):
+            self._nodes.pop(obj.name, None)
+        elif isinstance(obj, Service):
+            self._services.pop((obj.namespace, obj.name), None)
+        else:
+            self._policies.pop(obj.key, None)
+
+    def _alloc_ep_id(self) -> int:
+        num = self._next_ep_id
+        self._next_ep_id += 1
+        return num
+
+    def _with_addresses(self, ep: Endpoint) -> Endpoint:
+        if ep.ips:
+            old = self._endpoints.get(ep.ref)
+            for ip in ep.ips:
+                owner = self._owner_of_ip(ip)
+                if owner is not None and owner != ep.ref:
+                    raise PolicyError(f"address already used by {owner}", kind="Pod", namespace=ep.namespace, name=ep.name, field="status.podIPs", value=str(ip))
+            del old
+            return ep
+        old = self._endpoints.get(ep.ref)
+        if old is not None and old.ips:
+            return attrs.evolve(ep, ips=old.ips)
+        used = {ip for e in self._endpoints.values() for ip in e.ips}
+        base = int(POD_CIDR_V4.network_address)
+        n = len(self._endpoints) + 10
+        while True:
+            cand = ipaddress.ip_address(base + (n // 250) * 256 + n % 250 + 2)
+            if cand not in used:
+                return attrs.evolve(ep, ips=(cand,))
+            n += 1
+
+    def _owner_of_ip(self, ip: IPAddress) -> str | None:
+        for ref, e in self._endpoints.items():
+            if ip in e.ips:
+                return ref
+        return None
+
+    def _invalidate(self) -> None:
+        self._dirty = True
+        self._rule_refs = None
+
+    # ------------------------------------------------------------------------------------
+    # read access
+    @property
+    def namespaces(self) -> Mapping[str, Namespace]:
+        return dict(self._namespaces)
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        return dict(self._endpoints)
+
+    @property
+    def policies(self) -> list[PolicyObject]:
+        return list(self._policies.values())
+
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return dict(self._nodes)
+
+    @property
+    def services(self) -> list[Service]:
+        return list(self._services.values())
+
+    def endpoint(self, ref: str) -> Endpoint:
+        try:
+            return self._endpoints[ref]
+        except KeyError:
+            raise UnknownEndpointError(f"no endpoint {ref!r}; known: {', '.join(sorted(self._endpoints)[:10])}") from None
+
+    def endpoint_id(self, ref: str) -> int:
+        self.endpoint(ref)
+        return self._ep_ids[ref]
+
+    def identity_of(self, ref: str) -> Identity:
+        """The security identity of a pod ``namespace/name``."""
+        self._sync()
+        self.endpoint(ref)
+        return self._ep_ident[ref]
+
+    def identities(self) -> list[Identity]:
+        self._sync()
+        return self._alloc.all()
+
+    def identity(self, num: int) -> Identity | None:
+        self._sync()
+        return self._alloc.get(num)
+
+    def ipcache(self) -> dict[IPNetwork, int]:
+        """Prefix → identity, as pushed to the datapath."""
+        self._sync()
+        return dict(self._pushed_ipcache)
+
+    def lookup_ip(self, ip: str | IPAddress) -> Identity:
+        """ipcache longest-prefix match; a miss is world."""
+        self._sync()
+        addr = ipaddress.ip_address(ip)
+        best: tuple[int, int] | None = None
+        for net, ident in self._pushed_ipcache.items():
+            if net.version == addr.version and addr in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, ident)
+        num = best[1] if best else ID_WORLD
+        found = self._alloc.get(num)
+        assert found is not None
+        return found
+
+    def endpoint_policy(self, ref: str) -> EndpointPolicy:
+        """The resolved policy (map state, filters, enforcement, selecting rules) of a pod."""
+        self._sync()
+        self.endpoint(ref)
+        return self._ep_policy[ref]
+
+    def map_state(self, ref: str) -> dict[MapStateKey, PolicyEntry]:
+        """The policy map entries of a pod, as ``cilium-dbg bpf policy get`` lists them."""
+        return dict(self.endpoint_policy(ref).map_state)
+
+    def to_manifests(self) -> list[dict[str, Any]]:
+        """Every object as a manifest ``kubectl apply`` accepts."""
+        out: list[dict[str, Any]] = [ns.to_manifest() for ns in self._namespaces.values()]
+        out += [n.to_manifest() for n in self._nodes.values()]
+        out += [s.to_manifest() for s in self._services.values()]
+        out += [e.to_manifest() for e in self._endpoints.values()]
+        out += [p.to_manifest() for p in self._policies.values()]
+        return out
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------
+    # resolution
+    def _rules(self) -> list[_PolicyRuleRef]:
+        if self._rule_refs is not None:
+            return self._rule_refs
+        refs: list[_PolicyRuleRef] = []
+        for obj in self._policies.values():
+            if isinstance(obj, NetworkPolicy):
+                rule = _translate_network_policy(obj)
+                refs.append(_PolicyRuleRef(obj, "spec", rule, subject_selector(obj.pod_selector, obj.KIND, obj.namespace), obj.KIND))
+                continue
+            for path, rule in obj.rule_paths():
+                subject = None
+                if rule.endpoint_selector is not None:
+                    subject = subject_selector(rule.endpoint_selector, obj.KIND, obj.namespace)
+                refs.append(_PolicyRuleRef(obj, path, rule, subject, obj.KIND))
+        self._rule_refs = refs
+        return refs
+
+    def _peer_selectors(self, sel_rule: SelectedRule, pr: PeerRule) -> list[PeerSelector]:
+        kind, ns, cluster = sel_rule.kind, sel_rule.namespace, self.config.cluster_name
+        out: list[PeerSelector] = []
+        given = False
+        if pr.endpoints is not None:
+            given = True
+            for s in pr.endpoints:
+                if kind == "NetworkPolicy":
+                    out.append(PeerSelector.labels(s.requirements, str(s)))
+                else:
+                    out.append(endpoint_selector_for_peer(s, kind, ns, cluster))
+        if pr.cidr is not None:
+            given = True
+            out.extend(cidr_selector(parse_network(c, "cidr")) for c in pr.cidr)
+        if pr.cidr_set is not None:
+            given = True
+            for cr in pr.cidr_set:
+                net = cr.network
+                if net is not None:
+                    out.append(cidr_selector(net, cr.excepts))
+        if pr.entities is not None:
+            given = True
+            for ent in pr.entities:
+                out.extend(entity_selectors(ent, cluster))
+        if pr.services is not None:
+            given = True
+            if not pr.deny:
+                out.extend(self._service_selectors(pr, ns))
+        if pr.fqdns is not None:
+            given = True
+            out.extend(fqdn_selector(f.label.partition(":")[2]) for f in pr.fqdns)
+        if not given:
+            if pr.to_ports is not None or pr.icmps is not None:
+                return [PeerSelector(wildcard=True, text="ANY")]
+            return []
+        return out
+
+    def _service_selectors(self, pr: PeerRule, policy_ns: str) -> list[PeerSelector]:
+        out: list[PeerSelector] = []
+        for sr in pr.services or ():
+            ns = sr.namespace or policy_ns
+            if sr.name is not None:
+                svcs = [s for (sns, sname), s in self._services.items() if sns == ns and sname == sr.name]
+            else:
+                assert sr.selector is not None
+                svcs = [
+                    s
+                    for (sns, _), s in self._services.items()
+                    if sns == ns and sr.selector.matches(LabelSet.from_mapping(s.labels))
+                ]
+            for svc in svcs:
+                if svc.selector is not None:
+                    reqs = [Requirement(SOURCE_K8S, k, Operator.IN, (v,)) for k, v in svc.selector.items()]
+                    reqs.append(namespace_requirement(svc.namespace))
+                    out.append(PeerSelector.labels(reqs, f"service {svc.namespace}/{svc.name}"))
+                else:
+                    for ip in svc.backend_ips:
+                        out.append(cidr_selector(ipaddress.ip_network(ip)))
+        return out
+
+    def _cluster_named_ports(self, name: str) -> set[int]:
+        return {p.port for e in self._endpoints.values() for p in e.ports if p.name == name}
+
+    def _sync(self, full: bool = False) -> None:
+        if not self._dirty and not full:
+            return
+        rules = self._rules()
+        # 1. endpoint identities
+        changed_idents = False
+        live: dict[str, Identity] = {}
+        for ref, ep in self._endpoints.items():
+            ns = self._namespaces.get(ep.namespace) or Namespace(ep.namespace)
+            labels = endpoint_identity_labels(ep.labels, ep.namespace, ns.effective_labels(), ep.service_account, self.config.cluster_name)
+            old = self._ep_ident.get(ref)
+            if old is not None and old.labels == labels:
+                live[ref] = old
+                continue
+            ident, new = self._alloc.acquire(labels)
+            if new:
+                self._cache.add_identity(ident)
+            if old is not None and self._alloc.release(old):
+                self._cache.remove_identity(old)
+            live[ref] = ident
+            changed_idents = True
+        for ref in list(self._ep_ident):
+            if ref not in self._endpoints:
+                old = self._ep_ident[ref]
+                if self._alloc.release(old):
+                    self._cache.remove_identity(old)
+                changed_idents = True
+        self._ep_ident = live
+        # 2. peer selectors of every rule → referenced CIDRs and FQDN selectors
+        compiler = PolicyCompiler(self.config, self._cache, self._peer_selectors, self._cluster_named_ports)
+        all_peer: list[PeerSelector] = []
+        fqdn_sels: dict[str, Any] = {}
+        for ref_rule in rules:
+            sel_rule = SelectedRule(_origin(ref_rule), ref_rule.rule, ref_rule.kind, ref_rule.obj.namespace)
+            for d in Direction:
+                for deny in (False, True):
+                    for pr in ref_rule.rule.rules_for(d, deny):
+                        all_peer.extend(self._peer_selectors(sel_rule, pr))
+                        for f in pr.fqdns or ():
+                            fqdn_sels[f.label] = f
+        self._sync_ipcache(referenced_cidrs(all_peer), fqdn_sels)
+        # 3. which rules select which identity
+        by_ident: dict[int, list[SelectedRule]] = {}
+        for ref_rule in rules:
+            if ref_rule.subject is None:
+                continue
+            for num in self._cache.select(ref_rule.subject):
+                by_ident.setdefault(num, []).append(
+                    SelectedRule(_origin(ref_rule), ref_rule.rule, ref_rule.kind, ref_rule.obj.namespace)
+                )
+        # 4. per-endpoint policies, recomputed only when their inputs changed
+        compiled: dict[tuple[Any, ...], EndpointPolicy] = {}
+        new_policy: dict[str, EndpointPolicy] = {}
+        for ref, ep in self._endpoints.items():
+            ident = self._ep_ident[ref]
+            selected = by_ident.get(ident.id, [])
+            own_ports = {p.name: p.port for p in ep.ports if p.name}
+            sig = (ident.id, tuple(id(r.rule) for r in selected), tuple(sorted(own_ports.items())))
+            old = self._ep_policy.get(ref)
+            deps = self._policy_deps.get(ref)
+            if (
+                not full
+                and old is not None
+                and deps is not None
+                and deps[0] == sig
+                and all(self._cache.select(s) is ids for s, ids in deps[1])
+                and (not old.uses_cluster_ports or deps[2] == self._named_port_sig())
+                and deps[3] == len(self._services)
+            ):
+                new_policy[ref] = old
+                continue
+            pol = compiled.get(sig)
+            if pol is None:
+                pol = compiler.compile(ident, selected, own_ports)
+                compiled[sig] = pol
+            new_policy[ref] = pol
+            self._policy_deps[ref] = (
+                sig,
+                tuple((s, self._cache.select(s)) for s in pol.selectors),
+                self._named_port_sig() if pol.uses_cluster_ports else None,
+                len(self._services),
+            )
+        for ref in list(self._policy_deps):
+            if ref not in self._endpoints:
+                del self._policy_deps[ref]
+        self._ep_policy = new_policy
+        del changed_idents
+        self._push()
+        self._dirty = False
+
+    def _named_port_sig(self) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
+
+    def _sync_ipcache(self, cidrs: set[IPNetwork], fqdn_sels: Mapping[str, Any]) -> None:
+        wanted: dict[IPNetwork, tuple[LabelSet | None, int | None]] = {}
+        for net in cidrs:
+            if net.prefixlen == 0:
+                continue
+            wanted[net] = (cidr_identity_labels(net, (), self.config.dual_stack), None)
+        # learned FQDN addresses: /32 or /128 with the fqdn labels of matching selectors
+        from ._labels import Label
+
+        for ip, names in self._fqdn_ips.items():
+            labels = sorted(
+                {Label("fqdn", sel.label.partition(":")[2]) for sel in fqdn_sels.values() for n in names if sel.matches(n)}
+            )
+            if not labels:
+                continue
+            net = ipaddress.ip_network(ip)
+            wanted[net] = (cidr_identity_labels(net, labels, self.config.dual_stack), None)
+        fixed: dict[IPNetwork, int] = {}
+        if self.config.dual_stack:
+            fixed[ipaddress.ip_network("0.0.0.0/0")] = ID_WORLD_IPV4
+            fixed[ipaddress.ip_network("::/0")] = ID_WORLD_IPV6
+        for ip in (HOST_IP_V4, HOST_IP_V6):
+            fixed[ipaddress.ip_network(ip)] = ID_HOST
+        for node in self._nodes.values():
+            for ip in node.ips:
+                fixed[ipaddress.ip_network(ip)] = ID_REMOTE_NODE
+        for ref, ep in self._endpoints.items():
+            for ip in ep.ips:
+                fixed[ipaddress.ip_network(ip)] = self._ep_ident[ref].id
+        # (re)allocate local identities
+        new_ids: dict[IPNetwork, Identity] = {}
+        for net, (labels, _) in wanted.items():
+            assert labels is not None
+            old = self._ipcache_ids.get(net)
+            if old is not None and old.labels == labels:
+                new_ids[net] = old
+                continue
+            ident, new = self._alloc.acquire(labels, cidr=net)
+            if new:
+                self._cache.add_identity(ident)
+            new_ids[net] = ident
+            if old is not None and self._alloc.release(old):
+                self._cache.remove_identity(old)
+        for net, old in self._ipcache_ids.items():
+            if net not in wanted and self._alloc.release(old):
+                self._cache.remove_identity(old)
+        self._ipcache_ids = new_ids
+        self._desired_ipcache = {**{n: i.id for n, i in new_ids.items()}, **fixed}
+
+    def _push(self) -> None:
+        eps: dict[int, EndpointRecord] = {}
+        for ref, ep in self._endpoints.items():
+            num = self._ep_ids[ref]
+            eps[num] = EndpointRecord(num, self._ep_ident[ref].id, ep.ips)
+        ipc = self._desired_ipcache
+        ep_up = {k: v for k, v in eps.items() if self._pushed_eps.get(k) != v}
+        ep_del = frozenset(set(self._pushed_eps) - set(eps))
+        ip_up = {k: v for k, v in ipc.items() if self._pushed_ipcache.get(k) != v}
+        ip_del = frozenset(set(self._pushed_ipcache) - set(ipc))
+        pol_up: dict[int, dict[MapStateKey, PolicyEntry]] = {}
+        pol_del: dict[int, frozenset[MapStateKey]] = {}
+        replace: set[int] = set()
+        new_pushed: dict[int, dict[MapStateKey, PolicyEntry]] = {}
+        for ref, pol in self._ep_policy.items():
+            num = self._ep_ids[ref]
+            ms = pol.map_state
+            new_pushed[num] = ms
+            old = self._pushed_policy.get(num)
+            if old is ms:
+                continue
+            if old is None:
+                replace.add(num)
+                pol_up[num] = dict(ms)
+                continue
+            up = {k: v for k, v in ms.items() if not _same_entry(old.get(k), v)}
+            dele = frozenset(set(old) - set(ms))
+            if up:
+                pol_up[num] = up
+            if dele:
+                pol_del[num] = dele
+        update = DatapathUpdate(
+            endpoints_upsert=ep_up,
+            endpoints_delete=ep_del,
+            ipcache_upsert=ip_up,
+            ipcache_delete=ip_del,
+            policy_upsert=pol_up,
+            policy_delete=pol_del,
+            policy_replace=frozenset(replace),
+        )
+        if not update.is_empty():
+            self.backend.apply(update)
+        self._pushed_eps = eps
+        self._pushed_ipcache = dict(ipc)
+        self._pushed_policy = new_pushed
+        self._by_ip = {ip: ref for ref, ep in self._endpoints.items() for ip in ep.ips}
+
+    # ------------------------------------------------------------------------------------
+    # questions
+    def check(
+        self,
+        src: str,
+        dst: str,
+        port: int | None = None,
+        protocol: str = "TCP",
+        http: Mapping[str, Any] | None = None,
+    ) -> Verdict:
+        """Can ``src`` open a new connection to ``dst`` on ``port``/``protocol``?
+
+        ``src``/``dst`` are ``"namespace/pod"``, an IP address, ``"world"`` or ``"host"``.
+        Egress policy of the source endpoint and ingress policy of the destination endpoint
+        are both applied, as Cilium does for a new connection. For ICMP ``port`` is the ICMP
+        type (default echo request). ``http`` judges a request at the L7 proxy when the
+        traffic is redirected.
+        """
+        self._sync()
+        proto = _PROTOCOLS.get(str(protocol).upper())
+        if proto is None:
+            raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
+        src_ip, dst_ip = self._addresses(src, dst)
+        if proto == Protocol.ICMP and src_ip.version == 6:
+            proto = Protocol.ICMPV6
+        if proto in (Protocol.ICMP, Protocol.ICMPV6):
+            icmp_type = port if port is not None else (8 if proto == Protocol.ICMP else 128)
+            pkt = Packet(src_ip, dst_ip, int(proto), sport=next(self._sport) & 0xFFFF, icmp_type=icmp_type, tcp_flags=0)
+        else:
+            if port is None or not 0 <= int(port) <= 65535:
+                raise PolicyError("port must be within 0..65535", field="port", value=port)
+            pkt = Packet(
+                src_ip,
+                dst_ip,
+                int(proto),
+                sport=next(self._sport) % 28000 + 32768,
+                dport=int(port),
+                tcp_flags=int(TCPFlags.SYN) if proto == Protocol.TCP else 0,
+            )
+        return self.evaluate(pkt, http=http)
+
+    def evaluate(self, packet: Packet, http: Mapping[str, Any] | None = None) -> Verdict:
+        """Run a packet through the egress hook of its source and the ingress hook of its
+        destination (conntrack state is kept between calls)."""
+        self._sync()
+        request = None
+        if http is not None:
+            from ._l7 import HTTPRequest
+
+            request = HTTPRequest.from_mapping(http)
+        egress_res = self.backend.evaluate(packet, Direction.EGRESS)
+        egress = self._hook(egress_res, packet, request)
+        ingress = None
+        if egress.allowed:
+            ingress_res = self.backend.evaluate(packet, Direction.INGRESS)
+            ingress = self._hook(ingress_res, packet, request)
+        return Verdict(
+            src=self._peer(packet.src, egress_res),
+            dst=self._peer(packet.dst, ingress.result if ingress else None),
+            packet=packet,
+            egress=egress,
+            ingress=ingress,
+            request=request,
+        )
+
+    def _hook(self, res: DatapathResult, packet: Packet, request: Any) -> HookVerdict:
+        if not res.enforced:
+            return HookVerdict(res)
+        ref = self._ref_of_ep_id(res.endpoint_id)
+        pol = self._ep_policy.get(ref) if ref else None
+        entry = pol.map_state.get(res.key) if (pol is not None and res.key is not None) else None
+        if res.action != Action.REDIRECT or pol is None:
+            return HookVerdict(res, entry)
+        from ._l7 import evaluate_l7
+
+        views = pol.l7_views(res.direction, packet.protocol, packet.policy_port, res.remote_identity, self._cache)
+        if request is None:
+            decision = None
+            accepts: list[str] = []
+            try:
+                probe = evaluate_l7(views, None)
+                accepts = list(getattr(probe, "accepts", ()) or ())
+            except (TypeError, AttributeError):
+                accepts = []
+            return HookVerdict(res, entry, decision, tuple(accepts))
+        decision = evaluate_l7(views, request)
+        return HookVerdict(res, entry, decision, tuple(getattr(decision, "accepts", ()) or ()))
+
+    def _ref_of_ep_id(self, num: int) -> str | None:
+        for ref, n in self._ep_ids.items():
+            if n == num:
+                return ref
+        return None
+
+    def _peer(self, ip: IPAddress, res: DatapathResult | None) -> PeerInfo:
+        ref = self._by_ip.get(ip)
+        if ref is not None:
+            ident = self._ep_ident[ref]
+            ep = self._endpoints[ref]
+            return PeerInfo(
+                ip=ip,
+                identity=ident.id,
+                labels=tuple(ident.labels.strings()),
+                namespace=ep.namespace,
+                pod_name=ep.name,
+                endpoint_id=self._ep_ids[ref],
+                identity_name=ident.name,
+            )
+        ident = self.lookup_ip(ip)
+        names = tuple(sorted(self._fqdn_ips.get(ip, ())))
+        return PeerInfo(ip=ip, identity=ident.id, labels=tuple(ident.labels.strings()), identity_name=ident.name, names=names)
+
+    def _addresses(self, src: str, dst: str) -> tuple[IPAddress, IPAddress]:
+        s = self._candidates(src)
+        d = self._candidates(dst)
+        for a in s:
+            for b in d:
+                if a.version == b.version:
+                    return a, b
+        raise PolicyError(f"{src} and {dst} have no address family in common", value=(src, dst))
+
+    def _candidates(self, who: str) -> tuple[IPAddress, ...]:
+        if who == "world":
+            return (WORLD_IP_V4, WORLD_IP_V6)
+        if who == "host":
+            return (HOST_IP_V4, HOST_IP_V6)
+        try:
+            return (ipaddress.ip_address(who),)
+        except ValueError:
+            pass
+        if "/" in who:
+            ep = self.endpoint(who)
+            return ep.ips
+        raise UnknownEndpointError(f"{who!r} is neither namespace/pod nor an IP address")
+
+    def reachable(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
+        return self.check(src, dst, port, protocol).allowed
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return iter(list(self._endpoints.values()))
+
+
+def _same_entry(old: PolicyEntry | None, new: PolicyEntry) -> bool:
+    return old is not None and old.same_value(new)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    ns, sep, name = ref.partition("/")
+    if not sep or not ns or not name:
+        raise PolicyError('endpoint reference must be "namespace/name"', value=ref)
+    return ns, name
+
+
+def _fqdn_key(name: str) -> str:
+    name = name.strip().lower()
+    return name if name.endswith(".") else name + "."
+
+
+def _origin(ref: _PolicyRuleRef) -> RuleOrigin:
+    return RuleOrigin(ref.kind, ref.obj.namespace, ref.obj.name, ref.path)
+
+
+def _np_peer_selector(peer: NetworkPolicyPeer, namespace: str) -> tuple[str, Any]:
+    if peer.ip_block is not None:
+        return "cidr", CIDRRule(cidr=peer.ip_block.cidr, except_=peer.ip_block.except_)
+    reqs: list[Requirement] = []
+    if peer.pod_selector is not None:
+        reqs.extend(peer.pod_selector.requirements)
+    if peer.namespace_selector is not None:
+        for r in peer.namespace_selector.requirements:
+            reqs.append(Requirement(SOURCE_K8S, "io.cilium.k8s.namespace.labels." + r.key, r.operator, r.values))
+        reqs.append(Requirement(SOURCE_K8S, NAMESPACE_KEY, Operator.EXISTS, ()))
+    else:
+        reqs.append(namespace_requirement(namespace))
+    return "endpoints", EndpointSelector((), tuple(reqs))
+
+
+def _translate_network_policy(np_: NetworkPolicy) -> Rule:
+    """A Kubernetes NetworkPolicy as the Cilium rule the agent derives from it."""
+    sections: dict[str, tuple[PeerRule, ...]] = {}
+    for direction in np_.effective_types():
+        items = np_.ingress if direction == Direction.INGRESS else np_.egress
+        out: list[PeerRule] = []
+        for r in items or ():
+            out.extend(_translate_np_rule(r, direction, np_.namespace))
+        if not out:
+            out = [PeerRule(direction=direction)]  # isolated, nothing allowed
+        sections["ingress" if direction == Direction.INGRESS else "egress"] = tuple(out)
+    return Rule(endpoint_selector=np_.pod_selector, **sections)
+
+
+def _translate_np_rule(r: NetworkPolicyRule, direction: Direction, namespace: str) -> list[PeerRule]:
+    to_ports = None
+    if r.ports is not None:
+        pps = []
+        for p in r.ports:
+            port = "0" if p.port is None else str(p.port)
+            pps.append(PortProtocol(port, p.end_port or 0, p.protocol))
+        to_ports = (PortRule(tuple(pps)),)
+    if r.peers is None:
+        return [PeerRule(direction=direction, entities=("all",), to_ports=to_ports)]
+    endpoints: list[EndpointSelector] = []
+    cidrs: list[CIDRRule] = []
+    for peer in r.peers:
+        kind, value = _np_peer_selector(peer, namespace)
+        (cidrs if kind == "cidr" else endpoints).append(value)
+    out = []
+    if endpoints:
+        out.append(PeerRule(direction=direction, endpoints=tuple(endpoints), to_ports=to_ports))
+    if cidrs:
+        out.append(PeerRule(direction=direction, cidr_set=tuple(cidrs), to_ports=to_ports))
+    return out
+
+
+_ = (RESERVED_NAMES, ID_WORLD)
