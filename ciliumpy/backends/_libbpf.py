@@ -15,6 +15,7 @@ policy: it only moves bytes between Python and the kernel.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno as errno_mod
 import os
@@ -56,23 +57,23 @@ LIBBPF_WARN = 0
 
 
 # ---------------------------------------------------------------- opaque handle types
-class bpf_object(ctypes.Structure):  # noqa: N801 - named after the C type it stands for
+class bpf_object(ctypes.Structure):
     """Opaque ``struct bpf_object``."""
 
 
-class bpf_program(ctypes.Structure):  # noqa: N801
+class bpf_program(ctypes.Structure):
     """Opaque ``struct bpf_program``."""
 
 
-class bpf_map(ctypes.Structure):  # noqa: N801
+class bpf_map(ctypes.Structure):
     """Opaque ``struct bpf_map``."""
 
 
-class ring_buffer(ctypes.Structure):  # noqa: N801
+class ring_buffer(ctypes.Structure):
     """Opaque ``struct ring_buffer``."""
 
 
-class btf(ctypes.Structure):  # noqa: N801
+class btf(ctypes.Structure):
     """Opaque ``struct btf``."""
 
 
@@ -84,7 +85,7 @@ BtfPtr = ctypes.POINTER(btf)
 
 
 # ---------------------------------------------------------------- options structs (libbpf 1.1)
-class bpf_object_open_opts(ctypes.Structure):  # noqa: N801
+class bpf_object_open_opts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("object_name", ctypes.c_char_p),
@@ -101,7 +102,7 @@ class bpf_object_open_opts(ctypes.Structure):  # noqa: N801
     ]
 
 
-class bpf_test_run_opts(ctypes.Structure):  # noqa: N801
+class bpf_test_run_opts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("data_in", ctypes.c_void_p),
@@ -121,7 +122,7 @@ class bpf_test_run_opts(ctypes.Structure):  # noqa: N801
     ]
 
 
-class bpf_map_create_opts(ctypes.Structure):  # noqa: N801
+class bpf_map_create_opts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("btf_fd", ctypes.c_uint32),
@@ -136,7 +137,7 @@ class bpf_map_create_opts(ctypes.Structure):  # noqa: N801
     ]
 
 
-class bpf_map_batch_opts(ctypes.Structure):  # noqa: N801
+class bpf_map_batch_opts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("elem_flags", ctypes.c_uint64),
@@ -144,7 +145,7 @@ class bpf_map_batch_opts(ctypes.Structure):  # noqa: N801
     ]
 
 
-class bpf_tc_hook(ctypes.Structure):  # noqa: N801
+class bpf_tc_hook(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("ifindex", ctypes.c_int),
@@ -153,7 +154,7 @@ class bpf_tc_hook(ctypes.Structure):  # noqa: N801
     ]
 
 
-class bpf_tc_opts(ctypes.Structure):  # noqa: N801
+class bpf_tc_opts(ctypes.Structure):
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("prog_fd", ctypes.c_int),
@@ -164,7 +165,7 @@ class bpf_tc_opts(ctypes.Structure):  # noqa: N801
     ]
 
 
-class btf_type(ctypes.Structure):  # noqa: N801
+class btf_type(ctypes.Structure):
     """``struct btf_type``; members (``struct btf_member``) follow it in memory."""
 
     _fields_ = [
@@ -174,7 +175,7 @@ class btf_type(ctypes.Structure):  # noqa: N801
     ]
 
 
-class btf_member(ctypes.Structure):  # noqa: N801
+class btf_member(ctypes.Structure):
     _fields_ = [
         ("name_off", ctypes.c_uint32),
         ("type", ctypes.c_uint32),
@@ -182,7 +183,7 @@ class btf_member(ctypes.Structure):  # noqa: N801
     ]
 
 
-class btf_enum(ctypes.Structure):  # noqa: N801
+class btf_enum(ctypes.Structure):
     _fields_ = [
         ("name_off", ctypes.c_uint32),
         ("val", ctypes.c_int32),
@@ -195,7 +196,7 @@ _S = TypeVar("_S", bound=ctypes.Structure)
 def opts(cls: type[_S], **fields: Any) -> _S:
     """An options struct with ``sz`` set and every field not given zeroed."""
     obj = cls()
-    obj.sz = ctypes.sizeof(cls)  # type: ignore[attr-defined]
+    obj.sz = ctypes.sizeof(cls)
     for name, value in fields.items():
         setattr(obj, name, value)
     return obj
@@ -269,7 +270,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any], _Errcheck]] = {
     "bpf_map__fd": (_c_int, [MapPtr], _check_int),
     "bpf_map__set_max_entries": (_c_int, [MapPtr, _u32], _check_int),
     "bpf_map__max_entries": (_u32, [MapPtr], None),
-    "bpf_map__inner_map": (MapPtr, [MapPtr], _check_ptr),
+    "bpf_map__set_inner_map_fd": (_c_int, [MapPtr, _c_int], _check_int),
     # maps by fd
     "bpf_map_create": (
         _c_int,
@@ -442,10 +443,8 @@ class OwnedFd:
 
 def _close_leaked_fd(fd: int, what: str) -> None:
     warnings.warn(f"unclosed {what} (fd {fd})", ResourceWarning, stacklevel=2)
-    try:
+    with contextlib.suppress(OSError):
         os.close(fd)
-    except OSError:
-        pass
 
 
 # ---------------------------------------------------------------- small typed helpers

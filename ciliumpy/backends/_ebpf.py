@@ -1,0 +1,988 @@
+"""The eBPF backend: ciliumpy's map state enforced by a real tc datapath in the kernel.
+
+:class:`EBPFBackend` loads the committed object ``ciliumpy/bpf/ciliumpy.bpf.o`` (built from
+``bpf/`` by ``bpf/build.py``) through the system libbpf, keeps its maps in sync with the
+:class:`~ciliumpy.backends.DatapathUpdate` stream, and evaluates packets by crafting an
+Ethernet frame and running the hook's program with ``BPF_PROG_TEST_RUN``; the verdict comes
+back as a ring-buffer flow event.  The semantics are those of
+:class:`~ciliumpy.backends._simulator.SimulatorBackend`; tests/backends checks both agree.
+
+Needs root (CAP_BPF + CAP_NET_ADMIN), ``libbpf.so.1`` and a kernel >= 5.8.  See
+docs/ebpf.md for the design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno as errno_mod
+import os
+import socket
+import struct
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Mapping, MutableSet
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from .._datapath import (
+    Action,
+    CTState,
+    DatapathResult,
+    Direction,
+    DropReason,
+    EndpointRecord,
+    IPAddress,
+    IPNetwork,
+    MapStateKey,
+    MatchType,
+    Packet,
+    PolicyEntry,
+    Protocol,
+    RuleOrigin,
+)
+from ..exceptions import BackendUnavailableError, BPFError
+from . import DatapathUpdate
+from . import _bpfstructs as S
+from . import _libbpf as L
+
+__all__ = ["DatapathEvent", "EBPFBackend", "TCAttachment"]
+
+OBJECT_PATH = Path(__file__).resolve().parent.parent / "bpf" / "ciliumpy.bpf.o"
+PROGRAMS: dict[Direction, bytes] = {
+    Direction.EGRESS: b"cil_from_container",
+    Direction.INGRESS: b"cil_to_container",
+}
+MAX_ENDPOINT_ID = 0xFFFF  # endpoint ids are u16 in Cilium's maps (and in ours)
+_TC_ACT_OK, _TC_ACT_SHOT = 0, 2
+_CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
+_VERIFIER_LOG_SIZE = 1 << 20
+
+
+# ---------------------------------------------------------------- events
+@attrs.frozen(kw_only=True)
+class DatapathEvent:
+    """One flow event read from the datapath's ring buffer.
+
+    ``key`` is the policy map key of the chosen entry (identity, direction, protocol and
+    masked port as the datapath reports them); ``cookie`` is the tag the backend wrote into
+    that entry (see :meth:`EBPFBackend.origins_of_cookie`).
+    """
+
+    timestamp_ns: int
+    direction: Direction
+    action: Action
+    drop_reason: DropReason | None
+    enforced: bool
+    endpoint_id: int
+    local_identity: int
+    remote_identity: int
+    src: IPAddress | None
+    dst: IPAddress | None
+    protocol: int
+    sport: int
+    dport: int
+    fragment: bool
+    key: MapStateKey | None
+    match_type: MatchType
+    ct_state: CTState
+    auth_type: int
+    proxy_port: int
+    cookie: int
+    length: int
+
+    @classmethod
+    def from_c(cls, ev: S.FlowEvent) -> DatapathEvent:
+        """Decode a ring-buffer record."""
+        flags = S.EventFlags(ev.flags)
+        action = Action(ev.verdict)
+        return cls(
+            timestamp_ns=ev.ts_ns,
+            direction=Direction(ev.direction),
+            action=action,
+            drop_reason=DropReason(ev.drop_reason) if action == Action.DROP else None,
+            enforced=bool(flags & S.EventFlags.ENFORCED),
+            endpoint_id=ev.endpoint_id,
+            local_identity=ev.local_identity,
+            remote_identity=ev.remote_identity,
+            src=S.address_from_c(ev.saddr, ev.family),
+            dst=S.address_from_c(ev.daddr, ev.family),
+            protocol=ev.protocol,
+            sport=ev.sport,
+            dport=ev.dport,
+            fragment=bool(flags & S.EventFlags.FRAGMENT),
+            key=S.event_key(ev),
+            match_type=MatchType(ev.match_type),
+            ct_state=CTState(ev.ct_state),
+            auth_type=ev.auth_type,
+            proxy_port=ev.proxy_port,
+            cookie=ev.cookie,
+            length=ev.pkt_len,
+        )
+
+    def result(self) -> DatapathResult:
+        """The :class:`DatapathResult` this event reports."""
+        if not self.enforced:
+            return DatapathResult(
+                direction=self.direction,
+                action=self.action,
+                drop_reason=self.drop_reason,
+                enforced=False,
+            )
+        return DatapathResult(
+            direction=self.direction,
+            action=self.action,
+            endpoint_id=self.endpoint_id,
+            remote_identity=self.remote_identity,
+            drop_reason=self.drop_reason,
+            proxy_port=self.proxy_port,
+            key=self.key,
+            match_type=self.match_type,
+            ct_state=self.ct_state,
+            auth_type=self.auth_type,
+        )
+
+
+# ---------------------------------------------------------------- frames
+_ETH_SRC = bytes.fromhex("020000000001")
+_ETH_DST = bytes.fromhex("020000000002")
+
+
+def _ipv4_checksum(header: bytes) -> int:
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_frame(packet: Packet) -> bytes:
+    """The Ethernet frame the datapath sees for ``packet``.
+
+    Non-first fragments (``packet.fragment``) carry 8 bytes of payload and no L4 header;
+    ICMP/ICMPv6 put ``sport`` in the echo-identifier field; the frame is padded with zero
+    payload up to ``packet.length`` bytes when that is longer than the headers.
+    """
+    proto = packet.protocol
+    l4 = b""
+    if packet.fragment:
+        l4 = bytes(8)
+    elif proto == Protocol.TCP:
+        offset_flags = (5 << 12) | (packet.tcp_flags & 0x1FF)
+        l4 = struct.pack("!HHIIHHHH", packet.sport, packet.dport, 1, 0, offset_flags, 65535, 0, 0)
+    elif proto == Protocol.UDP:
+        l4 = struct.pack("!HHHH", packet.sport, packet.dport, 8, 0)
+    elif proto == Protocol.SCTP:
+        l4 = struct.pack("!HHII", packet.sport, packet.dport, 1, 0)
+    elif proto in (Protocol.ICMP, Protocol.ICMPV6):
+        l4 = struct.pack("!BBHHH", packet.icmp_type, packet.icmp_code, 0, packet.sport, 1)
+    if packet.src.version == 4:
+        l3_len = 20
+        pad = max(0, packet.length - 14 - l3_len - len(l4))
+        payload = l4 + bytes(pad)
+        frag = 1 if packet.fragment else 0  # offset 1 (8 bytes): a non-first fragment
+        header = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            l3_len + len(payload),
+            0,
+            frag,
+            64,
+            proto,
+            0,
+            packet.src.packed,
+            packet.dst.packed,
+        )
+        header = header[:10] + struct.pack("!H", _ipv4_checksum(header)) + header[12:]
+        return _ETH_DST + _ETH_SRC + struct.pack("!H", 0x0800) + header + payload
+    ext = b""
+    nexthdr = proto
+    if packet.fragment:
+        ext = struct.pack("!BBHI", proto, 0, 1 << 3, 1)  # offset 1, a non-first fragment
+        nexthdr = 44
+    pad = max(0, packet.length - 14 - 40 - len(ext) - len(l4))
+    payload = ext + l4 + bytes(pad)
+    header = struct.pack(
+        "!IHBB16s16s", 6 << 28, len(payload), nexthdr, 64, packet.src.packed, packet.dst.packed
+    )
+    return _ETH_DST + _ETH_SRC + struct.pack("!H", 0x86DD) + header + payload
+
+
+# ---------------------------------------------------------------- state mirror
+@attrs.define
+class _State:
+    """What the maps hold, in model terms; updated exactly as the simulator updates itself."""
+
+    endpoints: dict[int, EndpointRecord] = attrs.Factory(dict)
+    by_ip: dict[IPAddress, int] = attrs.Factory(dict)
+    ipcache: dict[IPNetwork, int] = attrs.Factory(dict)
+    policy: dict[int, dict[MapStateKey, PolicyEntry]] = attrs.Factory(dict)
+
+    def copy(self) -> _State:
+        return _State(
+            dict(self.endpoints),
+            dict(self.by_ip),
+            dict(self.ipcache),
+            {ep: dict(table) for ep, table in self.policy.items()},
+        )
+
+    def applied(self, update: DatapathUpdate) -> _State:
+        """The state after ``update`` (same order of operations as the simulator)."""
+        new = self.copy()
+        for ep_id in update.endpoints_delete:
+            rec = new.endpoints.pop(ep_id, None)
+            if rec is not None:
+                for ip in rec.ips:
+                    if new.by_ip.get(ip) == ep_id:
+                        del new.by_ip[ip]
+            new.policy.pop(ep_id, None)
+        for ep_id, rec in update.endpoints_upsert.items():
+            old = new.endpoints.get(ep_id)
+            if old is not None:
+                for ip in old.ips:
+                    new.by_ip.pop(ip, None)
+            new.endpoints[ep_id] = rec
+            for ip in rec.ips:
+                new.by_ip[ip] = ep_id
+        for net in update.ipcache_delete:
+            new.ipcache.pop(net, None)
+        new.ipcache.update(update.ipcache_upsert)
+        for ep_id in update.policy_replace:
+            new.policy[ep_id] = {}
+        for ep_id, keys in update.policy_delete.items():
+            table = new.policy.get(ep_id)
+            if table is not None:
+                for key in keys:
+                    table.pop(key, None)
+        for ep_id, entries in update.policy_upsert.items():
+            new.policy.setdefault(ep_id, {}).update(entries)
+        return new
+
+
+def _validate(update: DatapathUpdate) -> None:
+    ids = set(update.endpoints_upsert) | set(update.policy_upsert) | set(update.policy_replace)
+    for ep_id in ids:
+        if not 1 <= ep_id <= MAX_ENDPOINT_ID:
+            raise ValueError(f"endpoint id must be within 1..{MAX_ENDPOINT_ID}, got {ep_id}")
+    for ep_id, rec in update.endpoints_upsert.items():
+        if rec.endpoint_id != ep_id:
+            raise ValueError(f"endpoint record {rec.endpoint_id} filed under id {ep_id}")
+        if not 0 <= rec.identity <= 0xFFFFFFFF:
+            raise ValueError(f"identity out of range: {rec.identity}")
+    for net, ident in update.ipcache_upsert.items():
+        if not 0 <= ident <= 0xFFFFFFFF:
+            raise ValueError(f"identity out of range for {net}: {ident}")
+    for entries in update.policy_upsert.values():
+        for key, entry in entries.items():
+            if not isinstance(key, MapStateKey):
+                raise TypeError(f"policy key must be a MapStateKey, got {key!r}")
+            if not isinstance(entry, PolicyEntry):
+                raise TypeError(f"policy entry must be a PolicyEntry, got {entry!r}")
+            if not 0 <= entry.proxy_port <= 0xFFFF or not 0 <= entry.auth_type <= 0x7F:
+                raise ValueError(f"policy entry out of range: {entry!r}")
+
+
+# ---------------------------------------------------------------- kernel resources
+class _Kernel:
+    """Every kernel resource of one loaded object; ``release()`` frees them once."""
+
+    def __init__(self) -> None:
+        self.obj: Any = None  # POINTER(bpf_object)
+        self.obj_buf: ctypes.Array[ctypes.c_char] | None = None
+        self.log_bufs: list[ctypes.Array[ctypes.c_char]] = []
+        self.rb: Any = None  # POINTER(ring_buffer)
+        self.pending: list[bytes] = []
+        self.attachments: list[TCAttachment] = []
+
+        def on_sample(_ctx: int | None, data: int | None, size: int) -> int:
+            if data:
+                self.pending.append(ctypes.string_at(data, size))
+            return 0
+
+        # Referenced from here for as long as libbpf may call it.
+        self.sample_cb = L.SAMPLE_FN(on_sample)
+
+    @property
+    def released(self) -> bool:
+        return self.obj is None
+
+    def release(self) -> None:
+        for att in list(self.attachments):
+            with contextlib.suppress(OSError):
+                att.detach()
+        self.attachments.clear()
+        lib = L.library()
+        if self.rb is not None:
+            rb, self.rb = self.rb, None
+            lib.ring_buffer__free(rb)
+        if self.obj is not None:
+            obj, self.obj = self.obj, None
+            lib.bpf_object__close(obj)
+        self.obj_buf = None
+        self.log_bufs = []
+        self.pending.clear()
+
+
+def _release_leaked(kernel: _Kernel) -> None:
+    if not kernel.released:
+        warnings.warn(
+            "EBPFBackend was not closed; its BPF object was released by the garbage collector",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        kernel.release()
+
+
+class _Journal:
+    """Undo actions of a half-done apply, run newest first on failure."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    def push(self, undo: Callable[[], None]) -> None:
+        self._undo.append(undo)
+
+    def rollback(self) -> list[BaseException]:
+        failures: list[BaseException] = []
+        while self._undo:
+            try:
+                self._undo.pop()()
+            except Exception as exc:  # keep undoing the rest; report at the end
+                failures.append(exc)
+        return failures
+
+
+class _MapContents:
+    """Key/value bytes of a hash or LPM map, diffed and written in batches."""
+
+    def __init__(
+        self, fd: int, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]
+    ) -> None:
+        self.fd = fd
+        self.key_type = key_type
+        self.value_type = value_type
+
+    def _keys(self, keys: list[bytes]) -> ctypes.Array[Any]:
+        arr = (self.key_type * len(keys))()
+        ctypes.memmove(arr, b"".join(keys), ctypes.sizeof(arr))
+        return arr
+
+    def _values(self, values: list[bytes]) -> ctypes.Array[Any]:
+        arr = (self.value_type * len(values))()
+        ctypes.memmove(arr, b"".join(values), ctypes.sizeof(arr))
+        return arr
+
+    def write(self, upserts: dict[bytes, bytes], deletes: list[bytes]) -> None:
+        if deletes:
+            L.map_delete_batch(self.fd, self._keys(deletes))
+        if upserts:
+            L.map_update_batch(
+                self.fd, self._keys(list(upserts)), self._values(list(upserts.values()))
+            )
+
+    def sync(self, old: dict[bytes, bytes], new: dict[bytes, bytes], journal: _Journal) -> None:
+        """Make the map go from ``old`` to ``new``; the journal can put ``old`` back."""
+        deletes = [k for k in old if k not in new]
+        upserts = {k: v for k, v in new.items() if old.get(k) != v}
+        if not deletes and not upserts:
+            return
+        touched = deletes + list(upserts)
+
+        def restore() -> None:
+            # Deletes first: they free the room the old entries need.
+            self.write({}, [k for k in touched if k not in old])
+            self.write({k: old[k] for k in touched if k in old}, [])
+
+        journal.push(restore)
+        self.write(upserts, deletes)
+
+
+# ---------------------------------------------------------------- auth pairs
+class _AuthPairs(MutableSet[tuple[int, int, int]]):
+    """``(endpoint_id, remote_identity, auth_type)`` pairs that passed authentication.
+
+    Behaves like :attr:`SimulatorBackend.auth_pairs` (a set) and writes through to the
+    ``cil_auth`` map, so code written for the simulator works unchanged.
+    """
+
+    def __init__(self, fd_of: Callable[[], int]) -> None:
+        self._fd_of = fd_of
+        self._pairs: set[tuple[int, int, int]] = set()
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._pairs
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        return iter(set(self._pairs))
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def add(self, value: tuple[int, int, int], *, expiration_ns: int = 0) -> None:
+        """Record a pair; ``expiration_ns`` is a CLOCK_MONOTONIC deadline (0 = never)."""
+        ep_id, remote, auth = value
+        key = S.auth_key_to_c(ep_id, remote, auth)
+        L.map_update(self._fd_of(), key, S.AuthInfo(expiration=expiration_ns))
+        self._pairs.add((ep_id, remote, auth))
+
+    def discard(self, value: tuple[int, int, int]) -> None:
+        ep_id, remote, auth = value
+        L.map_delete(self._fd_of(), S.auth_key_to_c(ep_id, remote, auth))
+        self._pairs.discard((ep_id, remote, auth))
+
+
+# ---------------------------------------------------------------- tc attachment
+@attrs.define(eq=False)
+class TCAttachment:
+    """A program attached to a clsact hook of one interface (by :meth:`EBPFBackend.attach`).
+
+    ``detach()`` is idempotent and must run in the network namespace of the attach.
+    """
+
+    ifindex: int
+    hook: str
+    program: Direction
+    handle: int
+    priority: int
+    prog_id: int
+    _owner: _Kernel | None = attrs.field(default=None, repr=False)
+
+    @property
+    def attached(self) -> bool:
+        return self._owner is not None
+
+    def detach(self) -> None:
+        """Remove the tc filter (no-op when already detached)."""
+        owner, self._owner = self._owner, None
+        if owner is None:
+            return
+        with contextlib.suppress(ValueError):
+            owner.attachments.remove(self)
+        hook = L.opts(L.bpf_tc_hook, ifindex=self.ifindex, attach_point=_TC_HOOKS[self.hook])
+        tc = L.opts(L.bpf_tc_opts, handle=self.handle, priority=self.priority)
+        L.library().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(tc))
+
+    def __enter__(self) -> TCAttachment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+
+_TC_HOOKS = {"ingress": L.BPF_TC_INGRESS, "egress": L.BPF_TC_EGRESS}
+
+
+# ---------------------------------------------------------------- the backend
+class EBPFBackend:
+    """Datapath backend running ciliumpy's tc programs in the kernel.
+
+    >>> with EBPFBackend() as backend:                      # doctest: +SKIP
+    ...     backend.apply(update)
+    ...     backend.evaluate(packet, Direction.INGRESS)
+
+    Map capacities are fixed at load time: ``policy_map_max_entries`` per endpoint (like
+    Cilium's ``bpf-policy-map-max``), ``ipcache_max_entries``, ``endpoints_max_entries``
+    (local addresses), ``ct_max_entries`` and ``ringbuf_size`` (a power of two >= 4096).
+    """
+
+    name: ClassVar[str] = "ebpf"
+
+    def __init__(
+        self,
+        *,
+        object_path: str | os.PathLike[str] | None = None,
+        policy_map_max_entries: int = 16384,
+        ipcache_max_entries: int = 512000,
+        endpoints_max_entries: int = 4096,
+        ct_max_entries: int = 65536,
+        ringbuf_size: int = 256 * 1024,
+        event_mode: S.EventMode = S.EventMode.ALL,
+    ) -> None:
+        self._kernel = _Kernel()
+        self._finalizer = weakref.finalize(self, _release_leaked, self._kernel)
+        self._state = _State()
+        self._cookies: dict[frozenset[RuleOrigin], int] = {frozenset(): 0}
+        self._origins: list[frozenset[RuleOrigin]] = [frozenset()]
+        self._policy_max = policy_map_max_entries
+        self._ncpus = L.possible_cpus()
+        try:
+            self._load(
+                Path(object_path) if object_path is not None else OBJECT_PATH,
+                {
+                    b"cil_ipcache": ipcache_max_entries,
+                    b"cil_lxc": endpoints_max_entries,
+                    b"cil_ct": ct_max_entries,
+                    b"cil_events": ringbuf_size,
+                },
+            )
+            self._fds = {
+                name: int(L.library().bpf_map__fd(self._map(name)))
+                for name in (
+                    b"cil_lxc",
+                    b"cil_ipcache",
+                    b"cil_policy",
+                    b"cil_ct",
+                    b"cil_auth",
+                    b"cil_policystats",
+                    b"cil_config",
+                    b"cil_events",
+                )
+            }
+            self._prog_fds = {
+                d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()
+            }
+            self._kernel.rb = L.library().ring_buffer__new(
+                self._fds[b"cil_events"], self._kernel.sample_cb, None, None
+            )
+            self._event_mode = S.EventMode.ALL
+            self.event_mode = event_mode
+        except BaseException:
+            self.close()
+            raise
+        self._auth = _AuthPairs(lambda: self._fd(b"cil_auth"))
+
+    # -- probing and loading -------------------------------------------------------------
+    @classmethod
+    def probe(cls) -> None:
+        """Raise :class:`BackendUnavailableError` saying what is missing and how to get it."""
+        missing: list[str] = []
+        if not _has_bpf_privileges():
+            missing.append(
+                "privileges: loading tc programs needs root or CAP_BPF + CAP_NET_ADMIN "
+                "(run as root, or `setcap cap_bpf,cap_net_admin+ep` on the interpreter)"
+            )
+        release = _kernel_version()
+        if release < (5, 8):
+            missing.append(
+                f"kernel {'.'.join(map(str, release))} is too old: the ring buffer needs "
+                "Linux >= 5.8"
+            )
+        if not OBJECT_PATH.exists():
+            missing.append(
+                f"{OBJECT_PATH} is missing: build it with `python bpf/build.py` "
+                "(needs clang) or reinstall ciliumpy"
+            )
+        try:
+            major, minor = L.version()
+        except OSError as exc:
+            missing.append(
+                f"libbpf.so.1 cannot be loaded ({exc}); install it with "
+                "`apt-get install libbpf1` (Debian/Ubuntu) or `dnf install libbpf`"
+            )
+        else:
+            if (major, minor) < (1, 0):
+                missing.append(f"libbpf {major}.{minor} is too old: >= 1.0 is needed")
+            elif not missing:
+                _probe_kernel_maps(missing)
+        if missing:
+            raise BackendUnavailableError("eBPF backend unavailable: " + "; ".join(missing))
+
+    def _load(self, path: Path, sizes: Mapping[bytes, int]) -> None:
+        lib = L.library()
+        data = path.read_bytes()
+        k = self._kernel
+        k.obj_buf = ctypes.create_string_buffer(data, len(data))
+        open_opts = L.opts(L.bpf_object_open_opts, object_name=b"ciliumpy")
+        k.obj = lib.bpf_object__open_mem(k.obj_buf, len(data), ctypes.byref(open_opts))
+        for name, size in sizes.items():
+            lib.bpf_map__set_max_entries(self._map(name), size)
+        # The inner-map template decides every endpoint trie's capacity.  libbpf 1.1 crashes
+        # on bpf_map__set_max_entries() of its own template (the template has no object),
+        # so we hand it a template of the right size instead; it is only needed during load.
+        template = self._new_policy_trie(0)
+        # A custom log buffer per program: on a verifier rejection it holds the log that
+        # BPFError carries (libbpf retries with log level 1 into it).
+        logs = {}
+        for name in PROGRAMS.values():
+            logs[name] = buf = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+            lib.bpf_program__set_log_buf(self._program(name), buf, len(buf))
+        try:
+            lib.bpf_map__set_inner_map_fd(self._map(b"cil_policy"), template.fd)
+            lib.bpf_object__load(k.obj)
+        except BPFError as exc:
+            log = "\n".join(
+                f"--- {name.decode()}:\n{buf.value.decode(errors='replace')}"
+                for name, buf in logs.items()
+                if buf.value
+            )
+            raise BPFError(
+                exc.errno or errno_mod.EINVAL,
+                exc.strerror or "load failed",
+                function="bpf_object__load",
+                verifier_log=log,
+            ) from exc
+        finally:
+            template.close()
+        # libbpf keeps the log pointers (they cannot be reset after load, EBUSY): keep the
+        # buffers alive as long as the object.
+        k.log_bufs = list(logs.values())
+
+    def _map(self, name: bytes) -> Any:
+        return L.library().bpf_object__find_map_by_name(self._live_obj(), name)
+
+    def _program(self, name: bytes) -> Any:
+        return L.library().bpf_object__find_program_by_name(self._live_obj(), name)
+
+    def _live_obj(self) -> Any:
+        if self._kernel.obj is None:
+            raise ValueError("EBPFBackend is closed")
+        return self._kernel.obj
+
+    def _fd(self, name: bytes) -> int:
+        self._live_obj()
+        return self._fds[name]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach attached programs and release every kernel object; idempotent."""
+        self._finalizer.detach()
+        self._kernel.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._kernel.released
+
+    def __enter__(self) -> EBPFBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"conntrack", "counters", "events", "live"})
+
+    # -- runtime knobs ---------------------------------------------------------------------
+    @property
+    def event_mode(self) -> S.EventMode:
+        """Which packets produce flow events: all, drops only, or none."""
+        return self._event_mode
+
+    @event_mode.setter
+    def event_mode(self, mode: S.EventMode) -> None:
+        mode = S.EventMode(mode)
+        L.map_update(self._fd(b"cil_config"), ctypes.c_uint32(0), S.CilConfig(event_mode=mode))
+        self._event_mode = mode
+
+    @property
+    def auth_pairs(self) -> MutableSet[tuple[int, int, int]]:
+        """Authenticated ``(endpoint_id, remote_identity, auth_type)`` triples."""
+        return self._auth
+
+    @property
+    def program_fds(self) -> Mapping[Direction, int]:
+        """Program fds by policy direction (EGRESS: cil_from_container)."""
+        self._live_obj()
+        return dict(self._prog_fds)
+
+    def map_fd(self, name: str) -> int:
+        """The fd of one of the object's maps (``cil_lxc``, ``cil_ipcache``, ...)."""
+        try:
+            return self._fd(name.encode())
+        except KeyError:
+            raise KeyError(f"no map named {name!r}") from None
+
+    def origins_of_cookie(self, cookie: int) -> frozenset[RuleOrigin]:
+        """The rule origins of the policy entries tagged with ``cookie`` in flow events."""
+        return self._origins[cookie]
+
+    def _cookie(self, entry: PolicyEntry) -> int:
+        cookie = self._cookies.get(entry.origins)
+        if cookie is None:
+            cookie = self._cookies[entry.origins] = len(self._origins)
+            self._origins.append(entry.origins)
+        return cookie
+
+    # -- state -------------------------------------------------------------------------------
+    def apply(self, update: DatapathUpdate) -> None:
+        """Apply ``update`` atomically: on any error the maps keep their previous contents.
+
+        Changed endpoint policies are built as fresh LPM tries first (a full trie raises
+        :class:`~ciliumpy.exceptions.MapFullError` before anything changed) and swapped in
+        with one update each; endpoint and ipcache writes are batched and journaled.
+        """
+        self._live_obj()
+        _validate(update)
+        old = self._state
+        new = old.applied(update)
+        staged: dict[int, L.OwnedFd] = {}
+        previous: dict[int, L.OwnedFd | None] = {}
+        journal = _Journal()
+        try:
+            for ep_id in sorted(set(old.policy) | set(new.policy)):
+                table = new.policy.get(ep_id)
+                if table is not None and self._policy_bytes(table) != self._policy_bytes(
+                    old.policy.get(ep_id)
+                ):
+                    staged[ep_id] = self._build_policy_map(ep_id, table)
+            removed = [ep for ep in old.policy if ep not in new.policy]
+            outer = self._fd(b"cil_policy")
+            for ep_id in [*staged, *removed]:
+                previous[ep_id] = self._inner_map_fd(ep_id)
+            for ep_id, fd in staged.items():
+                journal.push(self._outer_restorer(ep_id, previous[ep_id]))
+                L.map_update(outer, ctypes.c_uint32(ep_id), ctypes.c_uint32(fd.fd))
+            _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
+                _ipcache_bytes(old), _ipcache_bytes(new), journal
+            )
+            _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
+                _endpoint_bytes(old), _endpoint_bytes(new), journal
+            )
+            for ep_id in removed:
+                journal.push(self._outer_restorer(ep_id, previous[ep_id]))
+                L.map_delete(outer, ctypes.c_uint32(ep_id))
+        except BaseException as exc:
+            failures = journal.rollback()
+            if failures:
+                raise BPFError(
+                    errno_mod.EIO,
+                    f"apply failed ({exc}) and rollback failed too ({failures[0]}); "
+                    "close and reload the backend",
+                    function="apply",
+                ) from exc
+            raise
+        finally:
+            for owned in [*staged.values(), *previous.values()]:
+                if owned is not None:
+                    owned.close()
+        self._state = new
+        if update.endpoints_delete:
+            self._forget_endpoints(update.endpoints_delete)
+
+    def _policy_bytes(
+        self, table: Mapping[MapStateKey, PolicyEntry] | None
+    ) -> dict[bytes, bytes] | None:
+        if table is None:
+            return None
+        return {
+            bytes(S.policy_key_to_c(k)): bytes(S.policy_entry_to_c(k, e, self._cookie(e)))
+            for k, e in table.items()
+        }
+
+    def _new_policy_trie(self, ep_id: int) -> L.OwnedFd:
+        # Flags and sizes must equal the cil_policy_inner template in bpf/ciliumpy.bpf.c.
+        return L.map_create_lpm(
+            f"cil_policy_{ep_id:05d}".encode(),
+            ctypes.sizeof(S.PolicyKey),
+            ctypes.sizeof(S.PolicyEntryValue),
+            self._policy_max,
+            L.BPF_F_NO_PREALLOC | L.BPF_F_RDONLY_PROG,
+        )
+
+    def _build_policy_map(self, ep_id: int, table: Mapping[MapStateKey, PolicyEntry]) -> L.OwnedFd:
+        fd = self._new_policy_trie(ep_id)
+        try:
+            contents = self._policy_bytes(table) or {}
+            _MapContents(fd.fd, S.PolicyKey, S.PolicyEntryValue).write(contents, [])
+        except BaseException:
+            fd.close()
+            raise
+        return fd
+
+    def _inner_map_fd(self, ep_id: int) -> L.OwnedFd | None:
+        """A new fd for the trie currently installed for ``ep_id`` (None if there is none)."""
+        map_id = ctypes.c_uint32()
+        if not L.map_lookup(self._fd(b"cil_policy"), ctypes.c_uint32(ep_id), map_id):
+            return None
+        return L.map_get_fd_by_id(map_id.value)
+
+    def _outer_restorer(self, ep_id: int, old: L.OwnedFd | None) -> Callable[[], None]:
+        outer = self._fd(b"cil_policy")
+        old_fd = None if old is None else old.fd
+
+        def restore() -> None:
+            if old_fd is None:
+                L.map_delete(outer, ctypes.c_uint32(ep_id))
+            else:
+                L.map_update(outer, ctypes.c_uint32(ep_id), ctypes.c_uint32(old_fd))
+
+        return restore
+
+    def _forget_endpoints(self, ep_ids: frozenset[int]) -> None:
+        """Drop conntrack entries and counters of deleted endpoints (as the simulator does)."""
+        ct = self._fd(b"cil_ct")
+        for key in [k for k in L.map_keys(ct, S.CtKey) if k.endpoint_id in ep_ids]:
+            L.map_delete(ct, key)
+        stats = self._fd(b"cil_policystats")
+        for skey in [k for k in L.map_keys(stats, S.PolicyStatsKey) if k.endpoint_id in ep_ids]:
+            L.map_delete(stats, skey)
+
+    def reset_conntrack(self) -> None:
+        """Forget every tracked connection."""
+        ct = self._fd(b"cil_ct")
+        for key in list(L.map_keys(ct, S.CtKey)):
+            L.map_delete(ct, key)
+
+    def policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
+        """Packets and bytes per chosen policy key of one endpoint, summed over CPUs."""
+        fd = self._fd(b"cil_policystats")
+        out: dict[MapStateKey, tuple[int, int]] = {}
+        values = (S.PolicyStatsValue * self._ncpus)()
+        for key in list(L.map_keys(fd, S.PolicyStatsKey)):
+            if key.endpoint_id != endpoint_id or not L.map_lookup(fd, key, values):
+                continue
+            out[S.stats_key_from_c(key)] = (
+                sum(v.packets for v in values),
+                sum(v.bytes for v in values),
+            )
+        return out
+
+    # -- running the datapath --------------------------------------------------------------
+    def test_run(self, frame: bytes, direction: Direction) -> tuple[int, list[DatapathEvent]]:
+        """Run one hook's program on a raw Ethernet frame.
+
+        Returns the tc verdict (0 = TC_ACT_OK, 2 = TC_ACT_SHOT) and the flow events it
+        emitted.  Conntrack, counters and events behave as for live traffic.
+        """
+        self.drain_events()  # events from earlier traffic are not this frame's
+        data = ctypes.create_string_buffer(frame, len(frame))
+        run = L.opts(
+            L.bpf_test_run_opts,
+            data_in=ctypes.cast(data, ctypes.c_void_p),
+            data_size_in=len(frame),
+            repeat=1,
+        )
+        prog_fd = self.program_fds[Direction(direction)]
+        L.library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(run))
+        return int(run.retval), self.drain_events()
+
+    def drain_events(self) -> list[DatapathEvent]:
+        """Every flow event waiting in the ring buffer, oldest first."""
+        k = self._kernel
+        self._live_obj()
+        L.library().ring_buffer__consume(k.rb)
+        records, k.pending = k.pending, []
+        size = ctypes.sizeof(S.FlowEvent)
+        return [DatapathEvent.from_c(S.FlowEvent.from_buffer_copy(r[:size])) for r in records]
+
+    def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
+        """Run the ``direction`` hook on ``packet`` in the kernel and report its verdict."""
+        direction = Direction(direction)
+        frame = build_frame(packet)
+        mode = self._event_mode
+        if mode != S.EventMode.ALL:  # the verdict travels in the event
+            self.event_mode = S.EventMode.ALL
+        try:
+            retval, events = self.test_run(frame, direction)
+        finally:
+            if mode != S.EventMode.ALL:
+                self.event_mode = mode
+        mine = [e for e in events if e.direction == direction and e.length == len(frame)]
+        if len(mine) != 1:
+            raise BPFError(
+                errno_mod.EPROTO,
+                f"expected one flow event for {packet!r}, got {len(mine)} of {len(events)}",
+                function="evaluate",
+            )
+        result = mine[0].result()
+        expected = _TC_ACT_SHOT if result.action == Action.DROP else _TC_ACT_OK
+        if retval != expected:
+            raise BPFError(
+                errno_mod.EPROTO,
+                f"program returned {retval} but reported {result.action.name}",
+                function="evaluate",
+            )
+        return result
+
+    # -- live attachment -----------------------------------------------------------------
+    def attach(
+        self,
+        interface: str | int,
+        *,
+        program: Direction,
+        hook: str,
+        priority: int = 1,
+        handle: int = 1,
+    ) -> TCAttachment:
+        """Attach the ``program`` direction's program to ``interface``'s clsact ``hook``.
+
+        On the host side of an endpoint's veth, Cilium's placement is ``program=EGRESS``
+        (cil_from_container) on tc ``"ingress"`` and ``program=INGRESS`` on tc ``"egress"``.
+        Netlink runs in the calling thread's network namespace; an existing clsact qdisc is
+        reused and an existing filter with the same handle/priority replaced.
+        """
+        if hook not in _TC_HOOKS:
+            raise ValueError(f"hook must be 'ingress' or 'egress', got {hook!r}")
+        ifindex = interface if isinstance(interface, int) else socket.if_nametoindex(interface)
+        lib = L.library()
+        tc_hook = L.opts(L.bpf_tc_hook, ifindex=ifindex, attach_point=_TC_HOOKS[hook])
+        rc = int(lib.bpf_tc_hook_create(ctypes.byref(tc_hook)))
+        if rc < 0 and rc != -errno_mod.EEXIST:  # EEXIST: the clsact qdisc is already there
+            raise BPFError(-rc, os.strerror(-rc), function="bpf_tc_hook_create")
+        tc = L.opts(
+            L.bpf_tc_opts,
+            prog_fd=self.program_fds[Direction(program)],
+            flags=L.BPF_TC_F_REPLACE,
+            handle=handle,
+            priority=priority,
+        )
+        lib.bpf_tc_attach(ctypes.byref(tc_hook), ctypes.byref(tc))
+        att = TCAttachment(
+            ifindex=ifindex,
+            hook=hook,
+            program=Direction(program),
+            handle=tc.handle,
+            priority=tc.priority,
+            prog_id=tc.prog_id,
+            owner=self._kernel,
+        )
+        self._kernel.attachments.append(att)
+        return att
+
+    def detach(self, attachment: TCAttachment) -> None:
+        """Detach a program attached by :meth:`attach` (no-op if already detached)."""
+        attachment.detach()
+
+
+# ---------------------------------------------------------------- helpers
+def _ipcache_bytes(state: _State) -> dict[bytes, bytes]:
+    return {
+        bytes(S.ipcache_key_to_c(net)): bytes(S.IpcacheEntry(sec_identity=ident))
+        for net, ident in state.ipcache.items()
+    }
+
+
+def _endpoint_bytes(state: _State) -> dict[bytes, bytes]:
+    return {
+        bytes(S.endpoint_key_to_c(ip)): bytes(
+            S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity)
+        )
+        for ip, ep_id in state.by_ip.items()
+    }
+
+
+def _has_bpf_privileges() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            line = next(x for x in fh if x.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    caps = int(line.split()[1], 16)
+
+    def has(cap: int) -> bool:
+        return bool(caps >> cap & 1)
+
+    return (has(_CAP_BPF) or has(_CAP_SYS_ADMIN)) and (has(_CAP_NET_ADMIN) or has(_CAP_SYS_ADMIN))
+
+
+def _kernel_version() -> tuple[int, int]:
+    parts = os.uname().release.split(".")
+    try:
+        return (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0))
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def _probe_kernel_maps(missing: list[str]) -> None:
+    """The kernel must let us create an LPM trie (the bpf() syscall may be filtered)."""
+    try:
+        L.map_create_lpm(b"cil_probe", 8, 4, 1, L.BPF_F_NO_PREALLOC).close()
+    except OSError as exc:
+        missing.append(
+            f"the kernel refused to create a BPF map ({exc}); check privileges, seccomp "
+            "and that the kernel has CONFIG_BPF_SYSCALL"
+        )
