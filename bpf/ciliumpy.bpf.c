@@ -98,8 +98,8 @@ struct {
 /*
  * BTF anchor: clang emits BTF only for types reachable from globals, and reaches a struct
  * behind a pointer (the inner map's key) only as a forward declaration.  This never-loaded
- * variable pulls the complete definition of every shared struct into .BTF, which libbpf
- * needs for the inner policy map and tests/backends need to check the Python mirrors.
+ * variable pulls the complete definition of every shared struct and enum into .BTF, which
+ * libbpf needs for the inner policy map and tests/backends need to check the Python mirrors.
  * libbpf skips the unknown ".cil_btf" section when it creates maps.
  */
 struct cil_btf_anchor {
@@ -117,6 +117,14 @@ struct cil_btf_anchor {
 	struct policy_stats_value policy_stats_value;
 	struct cil_config cil_config;
 	struct flow_event flow_event;
+	enum cil_drop_reason drop_reason;
+	enum cil_verdict verdict;
+	enum cil_ct_state ct_state;
+	enum cil_match_type match_type;
+	enum cil_direction direction;
+	enum cil_event_mode event_mode;
+	enum cil_family family;
+	enum cil_event_flags event_flags;
 };
 struct cil_btf_anchor cil_btf_anchor SEC(".cil_btf");
 
