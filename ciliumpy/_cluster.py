@@ -82,7 +82,7 @@ from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
 from .exceptions import PolicyError, UnknownEndpointError
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "Resolution"]
 
 POD_CIDR_V4 = ipaddress.ip_network("10.244.0.0/16")
 POD_CIDR_V6 = ipaddress.ip_network("fd00:10:244::/56")
@@ -147,9 +147,13 @@ class Cluster:
         self._nodes: dict[str, Node] = {}
         self._services: dict[tuple[str, str], Service] = {}
         self._policies: dict[tuple[str, str, str], PolicyObject] = {}
-        self.dns_records: dict[str, tuple[tuple[str, ...], int]] = {}
-        self.clock = clock
+        from ._dns import DNSRecords
+        from ._fqdn import FQDNCache, SystemClock
+
+        self.dns_records: dict[str, DNSRecords] = {}
+        self.clock = clock if clock is not None else SystemClock()
         self.dns_min_ttl = dns_min_ttl
+        self.fqdn_cache = FQDNCache(self.clock, min_ttl=dns_min_ttl)
         self._fqdn_ips: dict[IPAddress, frozenset[str]] = {}  # learned IP -> names
         self._reset_derived()
         self._sport = itertools.count(40000)
@@ -242,10 +246,18 @@ class Cluster:
         return svc
 
     def add_dns_records(self, records: Mapping[str, Iterable[str]], ttl: int = 300) -> None:
-        """Register what the cluster's upstream DNS server answers for each name."""
+        """Register what the cluster's upstream DNS server answers for each name.
+
+        Only names resolved *through the DNS proxy* (an egress rule with ``rules.dns`` to the
+        cluster DNS) are learned and become selectable by ``toFQDNs``.
+        """
+        from ._dns import DNSRecords
+
         for name, ips in records.items():
-            values = tuple(str(ipaddress.ip_address(ip)) for ip in ips)
-            self.dns_records[_fqdn_key(name)] = (values, int(ttl))
+            try:
+                self.dns_records[_fqdn_key(name)] = DNSRecords(ips=tuple(str(ip) for ip in ips), ttl=int(ttl))
+            except ValueError as exc:
+                raise PolicyError(f"invalid DNS record: {exc}", field=name, value=list(ips)) from None
 
     def apply(self, *manifests: Any) -> list[ModelObject]:
         """Apply manifests atomically (dicts, YAML text, paths, directories, model objects).
@@ -791,6 +803,11 @@ class Cluster:
         traffic is redirected.
         """
         self._sync()
+        if self.fqdn_cache.entries() or self.fqdn_cache.zombies():
+            self.expire_dns()
+            self._sync()
+        if _is_hostname(dst):
+            return self._check_hostname(src, dst, port, protocol, http)
         proto = _PROTOCOLS.get(str(protocol).upper())
         if proto is None:
             raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
@@ -813,11 +830,11 @@ class Cluster:
             )
         return self.evaluate(pkt, http=http)
 
-    def evaluate(self, packet: Packet, http: Mapping[str, Any] | None = None) -> Verdict:
+    def evaluate(self, packet: Packet, http: Mapping[str, Any] | None = None, request: Any = None) -> Verdict:
         """Run a packet through the egress hook of its source and the ingress hook of its
-        destination (conntrack state is kept between calls)."""
+        destination (conntrack state is kept between calls). ``http`` or an L7 ``request``
+        (HTTPRequest, KafkaRequest, DNSQuery) is judged where the packet is redirected."""
         self._sync()
-        request = None
         if http is not None:
             from ._l7 import HTTPRequest
 
@@ -907,11 +924,135 @@ class Cluster:
             return ep.ips
         raise UnknownEndpointError(f"{who!r} is neither namespace/pod nor an IP address")
 
+    # ------------------------------------------------------------------------------------
+    # DNS and FQDN policy
+    def dns_server(self) -> str | None:
+        """The cluster DNS endpoint: a pod labelled ``k8s-app=kube-dns`` (kube-system first)."""
+        found = sorted(
+            (ep.namespace != "kube-system", ref)
+            for ref, ep in self._endpoints.items()
+            if ep.labels.get("k8s-app") == "kube-dns"
+        )
+        return found[0][1] if found else None
+
+    def resolve(self, src: str, name: str, qtype: str = "A") -> Resolution:
+        """Resolve ``name`` from pod ``src`` through the cluster DNS, as the pod would.
+
+        The query is a UDP/53 flow to the DNS server: egress policy must allow it; when the
+        port is redirected to the DNS proxy, the DNS rules decide (REFUSED when denied) and
+        answers are learned into the FQDN cache, giving their addresses identities with
+        ``fqdn:`` labels that ``toFQDNs`` selectors select.
+        """
+        from ._dns import DNSProxy, build_query
+        from ._l7 import DNSQuery
+
+        self.expire_dns()
+        server = self.dns_server()
+        if server is None:
+            raise UnknownEndpointError("no cluster DNS endpoint: add a pod labelled k8s-app=kube-dns")
+        src_ip, dns_ip = self._addresses(src, server)
+        query = DNSQuery(name, qtype)
+        pkt = Packet(src_ip, dns_ip, int(Protocol.UDP), sport=next(self._sport) % 28000 + 32768, dport=53, tcp_flags=0)
+        verdict = self.evaluate(pkt, request=query)
+        dropped = any(h is not None and not h.result.allowed for h in (verdict.egress, verdict.ingress))
+        if dropped:
+            return Resolution(name=query.fqdn, qtype=qtype, verdict=verdict, result=None, learned=False)
+        redirected = verdict.egress is not None and verdict.egress.result.action == Action.REDIRECT
+        allowed = verdict.l7.allowed if verdict.l7 is not None else True
+        proxy = DNSProxy(cache=self.fqdn_cache if redirected else None, endpoint=src)
+        result = proxy.handle(
+            build_query(name, qtype, id=pkt.sport),
+            allow=lambda _n: allowed,
+            upstream=lambda qname, _qtype: self.dns_records.get(qname),
+            endpoint=src,
+            now=self.clock.now(),
+        )
+        if redirected and result.answers:
+            self._refresh_fqdn_ips()
+        return Resolution(name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers))
+
+    def expire_dns(self) -> None:
+        """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
+        if len(self.fqdn_cache) or self.fqdn_cache.zombies():
+            if self.fqdn_cache.expire(self.clock.now()):
+                self._refresh_fqdn_ips()
+
+    def _refresh_fqdn_ips(self) -> None:
+        ips: dict[IPAddress, set[str]] = {}
+        for entry in (*self.fqdn_cache.entries(), *self.fqdn_cache.zombies()):
+            ips.setdefault(entry.ip, set()).add(entry.name)
+        new = {ip: frozenset(n) for ip, n in ips.items()}
+        if new != self._fqdn_ips:
+            self._fqdn_ips = new
+            self._dirty = True
+
+    def _check_hostname(self, src: str, name: str, port: int | None, protocol: str, http: Mapping[str, Any] | None) -> Verdict:
+        res = self.resolve(src, name)
+        if not res.answers:
+            why = res.reason
+            return attrs.evolve(res.verdict, failure=f"DNS lookup of {res.name} failed: {why}", dns=res)
+        verdict = self.check(src, res.answers[0], port, protocol, http)
+        return attrs.evolve(verdict, dns=res)
+
     def reachable(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
         return self.check(src, dst, port, protocol).allowed
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(list(self._endpoints.values()))
+
+
+@attrs.frozen(kw_only=True)
+class Resolution:
+    """The outcome of a DNS lookup from a pod through the cluster DNS (and DNS proxy)."""
+
+    name: str
+    qtype: str
+    verdict: Verdict
+    result: Any  # DNSProxyResult, or None when the query never reached a server
+    learned: bool
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return tuple(self.result.answers) if self.result is not None else ()
+
+    @property
+    def rcode(self) -> str:
+        return self.result.rcode_name if self.result is not None else "DROPPED"
+
+    @property
+    def allowed(self) -> bool:
+        return self.result is not None and self.result.allowed
+
+    @property
+    def reason(self) -> str:
+        if self.result is None:
+            reason = self.verdict.drop_reason
+            text = f"{reason.value} {reason.text}" if reason else "dropped"
+            return f"the DNS query to the cluster DNS was dropped by policy ({text})"
+        if self.result.rcode_name == "REFUSED":
+            l7 = self.verdict.l7
+            return "the DNS proxy refused the query" + (f": {l7.reason}" if l7 is not None else "")
+        if not self.result.answers:
+            return f"the DNS server answered {self.result.rcode_name} with no address"
+        return self.result.reason or "resolved"
+
+    def explain(self) -> str:
+        head = f"DNS {self.qtype} {self.name}: {self.rcode}"
+        if self.answers:
+            head += f" -> {', '.join(self.answers)}" + (" (learned by the DNS proxy)" if self.learned else " (not learned: not resolved through the DNS proxy)")
+        else:
+            head += f" ({self.reason})"
+        return head + "\n" + self.verdict.explain()
+
+
+def _is_hostname(dst: str) -> bool:
+    if "/" in dst or dst in ("world", "host"):
+        return False
+    try:
+        ipaddress.ip_address(dst)
+    except ValueError:
+        return True
+    return False
 
 
 def _same_entry(old: PolicyEntry | None, new: PolicyEntry) -> bool:

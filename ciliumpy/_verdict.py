@@ -102,6 +102,8 @@ class Verdict:
     ingress: HookVerdict | None
     request: Any = None
     notes: tuple[str, ...] = ()
+    failure: str | None = None  # set when the flow could not start (e.g. DNS lookup failed)
+    dns: Any = None  # the Resolution that preceded the connection, for hostname checks
 
     # -- headline fields -----------------------------------------------------------------
     @property
@@ -116,6 +118,8 @@ class Verdict:
 
     @property
     def allowed(self) -> bool:
+        if self.failure is not None:
+            return False
         return all(h.allowed for h in (self.egress, self.ingress) if h is not None)
 
     @property
@@ -243,6 +247,10 @@ class Verdict:
                         lines.append(f"    proxy would accept: {'; '.join(accepts)}")
             else:
                 lines.append("    -> allowed")
+        if self.dns is not None:
+            lines.insert(1, f"  DNS: {self.dns.explain().splitlines()[0]}")
+        if self.failure is not None:
+            lines.insert(1, f"  {self.failure}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(line for line in lines if line)
 
