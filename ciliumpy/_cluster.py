@@ -80,6 +80,7 @@ from ._model import (
 from ._selectors import EndpointSelector, Operator, Requirement
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
+from .backends._simulator import LPMTable
 from .exceptions import PolicyError, UnknownEndpointError
 
 __all__ = ["Cluster", "Resolution"]
@@ -176,6 +177,9 @@ class Cluster:
         self._ep_ident: dict[str, Identity] = {}
         self._ep_ips: dict[str, tuple[IPAddress, ...]] = {}
         self._by_ip: dict[IPAddress, str] = {}
+        self._ref_by_ep_id: dict[int, str] = {}
+        self._peer_cache = {}
+        self._ipcache_lpm = LPMTable()
         self._ipcache_ids: dict[IPNetwork, Identity] = {}
         self._ep_policy: dict[str, EndpointPolicy] = {}
         self._policy_deps: dict[str, tuple[Any, ...]] = {}
@@ -475,13 +479,8 @@ class Cluster:
     def lookup_ip(self, ip: str | IPAddress) -> Identity:
         """ipcache longest-prefix match; a miss is world."""
         self._sync()
-        addr = ipaddress.ip_address(ip)
-        best: tuple[int, int] | None = None
-        for net, ident in self._pushed_ipcache.items():
-            if net.version == addr.version and addr in net and (best is None or net.prefixlen > best[0]):
-                best = (net.prefixlen, ident)
-        num = best[1] if best else ID_WORLD
-        found = self._alloc.get(num)
+        hit = self._ipcache_lpm.lookup(ipaddress.ip_address(ip))
+        found = self._alloc.get(ID_WORLD if hit is None else hit)
         assert found is not None
         return found
 
@@ -780,9 +779,15 @@ class Cluster:
         if not update.is_empty():
             self.backend.apply(update)
         self._pushed_eps = eps
+        for net in ip_del:
+            self._ipcache_lpm.delete(net)
+        for net, num in ip_up.items():
+            self._ipcache_lpm.set(net, num)
         self._pushed_ipcache = dict(ipc)
         self._pushed_policy = new_pushed
         self._by_ip = {ip: ref for ref, ep in self._endpoints.items() for ip in ep.ips}
+        self._ref_by_ep_id = {num: ref for ref, num in self._ep_ids.items()}
+        self._peer_cache: dict[IPAddress, PeerInfo] = {}
 
     # ------------------------------------------------------------------------------------
     # questions
@@ -878,12 +883,17 @@ class Cluster:
         return HookVerdict(res, entry, decision, tuple(getattr(decision, "accepts", ()) or ()))
 
     def _ref_of_ep_id(self, num: int) -> str | None:
-        for ref, n in self._ep_ids.items():
-            if n == num:
-                return ref
-        return None
+        return self._ref_by_ep_id.get(num)
 
     def _peer(self, ip: IPAddress, res: DatapathResult | None) -> PeerInfo:
+        cached = self._peer_cache.get(ip)
+        if cached is not None:
+            return cached
+        info = self._make_peer(ip)
+        self._peer_cache[ip] = info
+        return info
+
+    def _make_peer(self, ip: IPAddress) -> PeerInfo:
         ref = self._by_ip.get(ip)
         if ref is not None:
             ident = self._ep_ident[ref]
@@ -911,6 +921,12 @@ class Cluster:
         raise PolicyError(f"{src} and {dst} have no address family in common", value=(src, dst))
 
     def _candidates(self, who: str) -> tuple[IPAddress, ...]:
+        if "/" in who:
+            ep = self._endpoints.get(who)
+            if ep is not None:
+                return ep.ips
+            if ":" not in who:
+                self.endpoint(who)  # raises UnknownEndpointError naming known pods
         if who == "world":
             return (WORLD_IP_V4, WORLD_IP_V6)
         if who == "host":
@@ -919,9 +935,6 @@ class Cluster:
             return (ipaddress.ip_address(who),)
         except ValueError:
             pass
-        if "/" in who:
-            ep = self.endpoint(who)
-            return ep.ips
         raise UnknownEndpointError(f"{who!r} is neither namespace/pod nor an IP address")
 
     # ------------------------------------------------------------------------------------

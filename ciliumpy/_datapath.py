@@ -15,6 +15,7 @@ import attrs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_ADDR_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 # Reserved identities (pkg/identity/numericidentity.go).
 ID_UNKNOWN = 0
@@ -371,8 +372,8 @@ class Packet:
     IPv4 fragment (no L4 header).
     """
 
-    src: IPAddress = attrs.field(converter=ipaddress.ip_address)
-    dst: IPAddress = attrs.field(converter=ipaddress.ip_address)
+    src: IPAddress = attrs.field(converter=lambda v: v if isinstance(v, _ADDR_TYPES) else ipaddress.ip_address(v))
+    dst: IPAddress = attrs.field(converter=lambda v: v if isinstance(v, _ADDR_TYPES) else ipaddress.ip_address(v))
     protocol: int = Protocol.TCP
     sport: int = 40000
     dport: int = 0

@@ -142,6 +142,7 @@ class Identity:
     id: int
     labels: LabelSet
     cidr: IPNetwork | None = None
+    _name: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @property
     def is_reserved(self) -> bool:
@@ -154,6 +155,12 @@ class Identity:
     @property
     def name(self) -> str:
         """A short human name: ``world``, ``production/app=web``, ``cidr:10.0.0.0/8``."""
+        if self._name is None:
+            object.__setattr__(self, "_name", self._make_name())
+        assert self._name is not None
+        return self._name
+
+    def _make_name(self) -> str:
         if self.id in RESERVED_NAMES:
             return RESERVED_NAMES[self.id]
         if self.cidr is not None:

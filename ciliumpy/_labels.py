@@ -7,6 +7,7 @@ A label's string form is ``source:key=value``; a key without a source has the so
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -101,15 +102,20 @@ def cidr_label(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Label:
     return Label(SOURCE_CIDR, text, "")
 
 
+def _label_frozenset(items: Iterable[Label]) -> frozenset[Label]:
+    return frozenset(items)
+
+
 @attrs.frozen(eq=False)
 class LabelSet:
     """An immutable set of labels indexed by key for fast selector matching."""
 
-    labels: frozenset[Label] = attrs.field(converter=frozenset)
+    labels: frozenset[Label] = attrs.field(converter=_label_frozenset)
     _by_key: dict[str, tuple[tuple[str, str], ...]] = attrs.field(
         init=False, repr=False, eq=False
     )
     _hash: int = attrs.field(init=False, repr=False, eq=False)
+    _strings: tuple[str, ...] | None = attrs.field(init=False, repr=False, eq=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         by_key: dict[str, list[tuple[str, str]]] = {}
@@ -125,6 +131,7 @@ class LabelSet:
 
     @classmethod
     def parse(cls, items: Iterable[str]) -> LabelSet:
+        """Labels from their string forms (``k8s:app=web``)."""
         return cls(Label.parse(s) for s in items)
 
     def __eq__(self, other: object) -> bool:
@@ -153,42 +160,104 @@ class LabelSet:
         return tuple(v for s, v in found if s == source)
 
     def has_key(self, key: str, source: str = SOURCE_ANY) -> bool:
+        """Whether a label ``key`` of ``source`` (``any``: of any source) is present."""
         found = self._by_key.get(key, ())
         if source == SOURCE_ANY:
             return bool(found)
         return any(s == source for s, _ in found)
 
     def get(self, key: str, source: str = SOURCE_ANY) -> str | None:
+        """The first value of ``key`` among labels of ``source``, or ``None``."""
         vals = self.values_of(key, source)
         return vals[0] if vals else None
 
     def keys(self) -> Iterable[str]:
+        """The distinct label keys."""
         return self._by_key.keys()
 
     def strings(self) -> list[str]:
         """Sorted ``source:key=value`` strings, as ``cilium-dbg identity list`` prints."""
-        return sorted(str(lbl) for lbl in self.labels)
+        cached = self._strings
+        if cached is None:
+            cached = tuple(sorted(str(lbl) for lbl in self.labels))
+            object.__setattr__(self, "_strings", cached)
+        return list(cached)
 
     def k8s_mapping(self) -> dict[str, str]:
+        """The ``k8s:`` labels as a plain mapping."""
         return {lbl.key: lbl.value for lbl in self.labels if lbl.source == SOURCE_K8S}
 
     def to_json(self) -> list[str]:
+        """JSON form: the sorted label strings."""
         return self.strings()
 
 
+_NAME_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def validate_label_key(key: str, field: str) -> None:
+    """Kubernetes qualified-name rules for a label key (``[prefix/]name``), without source."""
+    prefix, slash, name = key.rpartition("/")
+    if not name or len(name) > 63 or not _NAME_RE.match(name):
+        raise PolicyError(
+            "invalid label key: name part must be 1-63 characters of [A-Za-z0-9-_.] "
+            "starting and ending with an alphanumeric",
+            field=field,
+            value=key,
+        )
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        raise PolicyError(
+            "invalid label key prefix: must be a lowercase RFC 1123 subdomain",
+            field=field,
+            value=key,
+        )
+
+
+def validate_label_value(value: Any, field: str) -> str:
+    """A label value: a string of at most 63 characters of ``[A-Za-z0-9-_.]``, may be empty."""
+    if not isinstance(value, str):
+        raise PolicyError(
+            "label value must be of type string (quote numbers and booleans)",
+            field=field,
+            value=value,
+        )
+    if len(value) > 63 or not _NAME_RE.match(value):
+        raise PolicyError(
+            "invalid label value: at most 63 characters of [A-Za-z0-9-_.] starting and "
+            "ending with an alphanumeric",
+            field=field,
+            value=value,
+        )
+    return value
+
+
 def normalize_label_mapping(value: Any, field: str) -> dict[str, str]:
-    """Validate a Kubernetes labels mapping (string keys, string values)."""
+    """Validate a Kubernetes labels mapping: qualified-name keys, label-value strings."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise PolicyError("labels must be a mapping of strings", field=field, value=value)
+        raise PolicyError("must be of type object", field=field, value=value)
     out: dict[str, str] = {}
     for k, v in value.items():
         if not isinstance(k, str) or not k:
             raise PolicyError("label key must be a non-empty string", field=field, value=k)
-        if v is None:
-            v = ""
-        if isinstance(v, bool) or not isinstance(v, str | int | float):
-            raise PolicyError("label value must be a string", field=f"{field}.{k}", value=v)
-        out[k] = str(v)
+        validate_label_key(k, f"{field}.{k}")
+        out[k] = validate_label_value(v, f"{field}.{k}")
+    return out
+
+
+def normalize_annotations(value: Any, field: str) -> dict[str, str]:
+    """Validate an annotations mapping: string keys and string values."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PolicyError("must be of type object", field=field, value=value)
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or not k:
+            raise PolicyError("annotation key must be a non-empty string", field=field, value=k)
+        if not isinstance(v, str):
+            raise PolicyError("annotation value must be of type string", field=f"{field}.{k}", value=v)
+        out[k] = v
     return out

@@ -30,13 +30,13 @@ from .._datapath import (
 )
 from . import DatapathUpdate
 
-__all__ = ["SimulatorBackend", "choose_entry", "match_type_of"]
+__all__ = ["LPMTable", "SimulatorBackend", "choose_entry", "match_type_of"]
 
-_CTKey = tuple[int, IPAddress, IPAddress, int, int]
+_CTKey = tuple[int, int, int, int, int]
 _Lookup = tuple[MapStateKey, PolicyEntry]
 
 
-class _LPMTable:
+class LPMTable:
     """Longest-prefix-match table over IPv4 and IPv6 prefixes."""
 
     def __init__(self) -> None:
@@ -72,8 +72,8 @@ class _LPMTable:
                 return hit
         return None
 
-    def copy(self) -> _LPMTable:
-        new = _LPMTable()
+    def copy(self) -> LPMTable:
+        new = LPMTable()
         for net, val in self._entries.items():
             new.set(net, val)
         return new
@@ -158,8 +158,8 @@ class SimulatorBackend:
 
     def __init__(self) -> None:
         self._endpoints: dict[int, EndpointRecord] = {}
-        self._by_ip: dict[IPAddress, int] = {}
-        self._ipcache = _LPMTable()
+        self._by_ip: dict[int, int] = {}  # _addr_key(ip) -> endpoint id
+        self._ipcache = LPMTable()
         self._policy: dict[int, _PolicyTable] = {}
         self._ct: dict[int, dict[_CTKey, Direction]] = defaultdict(dict)
         self._counters: dict[int, dict[MapStateKey, list[int]]] = defaultdict(dict)
@@ -185,8 +185,8 @@ class SimulatorBackend:
             rec = self._endpoints.pop(ep_id, None)
             if rec is not None:
                 for ip in rec.ips:
-                    if self._by_ip.get(ip) == ep_id:
-                        del self._by_ip[ip]
+                    if self._by_ip.get(_addr_key(ip)) == ep_id:
+                        del self._by_ip[_addr_key(ip)]
             self._policy.pop(ep_id, None)
             self._ct.pop(ep_id, None)
             self._counters.pop(ep_id, None)
@@ -194,10 +194,10 @@ class SimulatorBackend:
             old = self._endpoints.get(ep_id)
             if old is not None:
                 for ip in old.ips:
-                    self._by_ip.pop(ip, None)
+                    self._by_ip.pop(_addr_key(ip), None)
             self._endpoints[ep_id] = rec
             for ip in rec.ips:
-                self._by_ip[ip] = ep_id
+                self._by_ip[_addr_key(ip)] = ep_id
         for net in update.ipcache_delete:
             self._ipcache.delete(net)
         for net, ident in update.ipcache_upsert.items():
@@ -234,7 +234,7 @@ class SimulatorBackend:
         direction = Direction(direction)
         local = packet.src if direction == Direction.EGRESS else packet.dst
         remote = packet.dst if direction == Direction.EGRESS else packet.src
-        ep_id = self._by_ip.get(local)
+        ep_id = self._by_ip.get(_addr_key(local))
         if ep_id is None:
             return DatapathResult(direction=direction, action=Action.ALLOW, enforced=False)
         remote_id = self.ipcache_lookup(remote)
@@ -345,10 +345,16 @@ class SimulatorBackend:
         return self._ipcache.items()
 
 
+def _addr_key(addr: IPAddress) -> int:
+    """A hashable int per address; IPv6 gets bit 128 set so families never collide."""
+    return int(addr) if addr.version == 4 else int(addr) | (1 << 128)
+
+
 def _ct_tuple(packet: Packet) -> _CTKey:
-    if packet.is_icmp:
-        return (packet.protocol, packet.src, packet.dst, packet.sport, 0)
-    return (packet.protocol, packet.src, packet.dst, packet.sport, packet.dport)
+    src, dst = _addr_key(packet.src), _addr_key(packet.dst)
+    if packet.protocol in (Protocol.ICMP, Protocol.ICMPV6):
+        return (packet.protocol, src, dst, packet.sport, 0)
+    return (packet.protocol, src, dst, packet.sport, packet.dport)
 
 
 def _ct_reverse(tup: _CTKey) -> _CTKey:
