@@ -175,6 +175,8 @@ class Cluster:
             self._cache.add_identity(ident)
         self._ep_ids: dict[str, int] = getattr(self, "_ep_ids", {})
         self._ep_ident: dict[str, Identity] = {}
+        self._ep_label_cache: dict[str, tuple[Endpoint, Namespace | None, LabelSet]] = {}
+        self._host_nets: dict[IPAddress, IPNetwork] = {}
         self._ep_ips: dict[str, tuple[IPAddress, ...]] = {}
         self._by_ip: dict[IPAddress, str] = {}
         self._ref_by_ep_id: dict[int, str] = {}
@@ -187,6 +189,10 @@ class Cluster:
         self._pushed_eps: dict[int, EndpointRecord] = {}
         self._pushed_policy: dict[int, dict[MapStateKey, PolicyEntry]] = {}
         self._rule_refs: list[_PolicyRuleRef] | None = None
+        self._rule_refs_src: Any = None
+        self._rule_refs_gen = -1
+        self._policy_gen = getattr(self, "_policy_gen", 0) + 1
+        self._np_rules: dict[int, tuple[NetworkPolicy, Rule]] = {}
         self._dirty = True
         self._services_gen = 0
         self._ports_gen = 0
@@ -374,7 +380,9 @@ class Cluster:
         else:
             if isinstance(obj, CiliumNetworkPolicy | NetworkPolicy) and obj.namespace not in self._namespaces:
                 self._namespaces[obj.namespace] = Namespace(obj.namespace)
-            self._policies[obj.key] = obj
+            if self._policies.get(obj.key) != obj:
+                self._policies[obj.key] = obj
+                self._policy_gen += 1
 
     def _remove_object(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
@@ -386,8 +394,8 @@ class Cluster:
             self._nodes.pop(obj.name, None)
         elif isinstance(obj, Service):
             self._services.pop((obj.namespace, obj.name), None)
-        else:
-            self._policies.pop(obj.key, None)
+        elif self._policies.pop(obj.key, None) is not None:
+            self._policy_gen += 1
 
     def _alloc_ep_id(self) -> int:
         num = self._next_ep_id
@@ -423,7 +431,8 @@ class Cluster:
 
     def _invalidate(self) -> None:
         self._dirty = True
-        self._rule_refs = None
+        if self._rule_refs_src is not self._policies or self._rule_refs_gen != self._policy_gen:
+            self._rule_refs = None
 
     # ------------------------------------------------------------------------------------
     # read access
@@ -520,7 +529,13 @@ class Cluster:
         refs: list[_PolicyRuleRef] = []
         for obj in self._policies.values():
             if isinstance(obj, NetworkPolicy):
-                rule = _translate_network_policy(obj)
+                # Translate once per object so unchanged policies keep their rule identity
+                # (the per-endpoint cache keys on it).
+                cached = self._np_rules.get(id(obj))
+                if cached is None or cached[0] is not obj:
+                    cached = (obj, _translate_network_policy(obj))
+                    self._np_rules[id(obj)] = cached
+                rule = cached[1]
                 refs.append(_PolicyRuleRef(obj, "spec", rule, subject_selector(obj.pod_selector, obj.KIND, obj.namespace), obj.KIND))
                 continue
             for path, rule in obj.rule_paths():
@@ -529,6 +544,8 @@ class Cluster:
                     subject = subject_selector(rule.endpoint_selector, obj.KIND, obj.namespace)
                 refs.append(_PolicyRuleRef(obj, path, rule, subject, obj.KIND))
         self._rule_refs = refs
+        self._rule_refs_src = self._policies
+        self._rule_refs_gen = self._policy_gen
         return refs
 
     def _peer_selectors(self, sel_rule: SelectedRule, pr: PeerRule) -> list[PeerSelector]:
@@ -601,9 +618,16 @@ class Cluster:
         # 1. endpoint identities
         changed_idents = False
         live: dict[str, Identity] = {}
+        label_cache = self._ep_label_cache
         for ref, ep in self._endpoints.items():
-            ns = self._namespaces.get(ep.namespace) or Namespace(ep.namespace)
-            labels = endpoint_identity_labels(ep.labels, ep.namespace, ns.effective_labels(), ep.service_account, self.config.cluster_name)
+            ns = self._namespaces.get(ep.namespace)
+            hit = label_cache.get(ref)
+            if hit is not None and hit[0] is ep and hit[1] is ns:
+                labels = hit[2]
+            else:
+                ns_labels = (ns or Namespace(ep.namespace)).effective_labels()
+                labels = endpoint_identity_labels(ep.labels, ep.namespace, ns_labels, ep.service_account, self.config.cluster_name)
+                label_cache[ref] = (ep, ns, labels)
             old = self._ep_ident.get(ref)
             if old is not None and old.labels == labels:
                 live[ref] = old
@@ -713,9 +737,14 @@ class Cluster:
         for node in self._nodes.values():
             for ip in node.ips:
                 fixed[ipaddress.ip_network(ip)] = ID_REMOTE_NODE
+        nets = self._host_nets
         for ref, ep in self._endpoints.items():
+            num = self._ep_ident[ref].id
             for ip in ep.ips:
-                fixed[ipaddress.ip_network(ip)] = self._ep_ident[ref].id
+                net = nets.get(ip)
+                if net is None:
+                    net = nets[ip] = ipaddress.ip_network(ip)
+                fixed[net] = num
         # (re)allocate local identities
         new_ids: dict[IPNetwork, Identity] = {}
         for net, (labels, _) in wanted.items():

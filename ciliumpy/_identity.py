@@ -7,6 +7,7 @@ deterministic). CIDR and FQDN identities are cluster-local: ``1 << 24 | n``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -101,6 +102,7 @@ _INCLUDE_RE = [(p, re.compile(p)) for p in _INCLUDE]
 _IGNORE_RE = [(p, re.compile(p)) for p in _IGNORE]
 
 
+@functools.lru_cache(maxsize=4096)
 def is_identity_relevant(key: str) -> bool:
     """Whether a pod label key takes part in the identity (default label filter).
 
