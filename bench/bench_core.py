@@ -40,7 +40,16 @@ def _workload(args: argparse.Namespace) -> Path:
         return Path(args.workload)
     out = Path(tempfile.mkdtemp(prefix="ciliumpy-bench-"))
     subprocess.run(
-        [sys.executable, str(args.generator), "--pods", str(args.pods), "--policies", str(args.policies), "--out", str(out)],
+        [
+            sys.executable,
+            str(args.generator),
+            "--pods",
+            str(args.pods),
+            "--policies",
+            str(args.policies),
+            "--out",
+            str(out),
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -109,16 +118,38 @@ def main(argv: list[str] | None = None) -> int:
     p90 = lat[int(len(lat) * 0.9)]
     unit = min(timeit.repeat(lambda: ipaddress.ip_address("10.1.2.3"), number=20000, repeat=5)) / 20000
 
-    print(f"workload: {len(cluster.endpoints)} pods, {len(cluster.policies)} policies, "
-          f"{len(cluster.identities())} identities, {entries} map entries ({wl})")
+    print(
+        f"workload: {len(cluster.endpoints)} pods, {len(cluster.policies)} policies, "
+        f"{len(cluster.identities())} identities, {entries} map entries ({wl})"
+    )
     print()
     rows = [
         ("measurement", "value", "baseline", "ratio"),
         ("parse manifests", f"{t_parse:.3f} s", f"libyaml load {t_yaml:.3f} s", f"{t_parse / t_yaml:.1f}x"),
-        ("build map state (target < 2 s)", f"{t_build:.3f} s", f"libyaml load {t_yaml:.3f} s", f"{t_build / t_yaml:.1f}x"),
-        ("add one pod (incremental)", f"{t_pod * 1e3:.1f} ms", f"full build {t_build:.3f} s", f"{t_pod / t_build:.3f}x"),
-        ("add one policy (incremental)", f"{t_policy * 1e3:.1f} ms", f"full build {t_build:.3f} s", f"{t_policy / t_build:.3f}x"),
-        ("check() median (target < 50 us)", f"{med * 1e6:.1f} us", f"ip_address() {unit * 1e6:.2f} us", f"{med / unit:.0f}x"),
+        (
+            "build map state (target < 2 s)",
+            f"{t_build:.3f} s",
+            f"libyaml load {t_yaml:.3f} s",
+            f"{t_build / t_yaml:.1f}x",
+        ),
+        (
+            "add one pod (incremental)",
+            f"{t_pod * 1e3:.1f} ms",
+            f"full build {t_build:.3f} s",
+            f"{t_pod / t_build:.3f}x",
+        ),
+        (
+            "add one policy (incremental)",
+            f"{t_policy * 1e3:.1f} ms",
+            f"full build {t_build:.3f} s",
+            f"{t_policy / t_build:.3f}x",
+        ),
+        (
+            "check() median (target < 50 us)",
+            f"{med * 1e6:.1f} us",
+            f"ip_address() {unit * 1e6:.2f} us",
+            f"{med / unit:.0f}x",
+        ),
         ("check() p90", f"{p90 * 1e6:.1f} us", f"ip_address() {unit * 1e6:.2f} us", f"{p90 / unit:.0f}x"),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -142,7 +142,9 @@ class Cluster:
             dual_stack=dual_stack,
             policy_enforcement=policy_enforcement,
         )
-        self.backend: Backend = backend if backend is not None and not isinstance(backend, str) else load_backend(backend)
+        self.backend: Backend = (
+            backend if backend is not None and not isinstance(backend, str) else load_backend(backend)
+        )
         self._namespaces: dict[str, Namespace] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._nodes: dict[str, Node] = {}
@@ -180,7 +182,7 @@ class Cluster:
         self._ep_ips: dict[str, tuple[IPAddress, ...]] = {}
         self._by_ip: dict[IPAddress, str] = {}
         self._ref_by_ep_id: dict[int, str] = {}
-        self._peer_cache = {}
+        self._peer_cache: dict[IPAddress, PeerInfo] = {}
         self._ipcache_lpm = LPMTable()
         self._ipcache_ids: dict[IPNetwork, Identity] = {}
         self._ep_policy: dict[str, EndpointPolicy] = {}
@@ -215,7 +217,10 @@ class Cluster:
     ) -> Endpoint:
         """Add or replace a pod ``"namespace/name"``; addresses are assigned when omitted."""
         namespace, name = _split_ref(ref)
-        cports = tuple(p if isinstance(p, ContainerPort) else ContainerPort(p[0], int(p[1]), p[2] if len(p) > 2 else "TCP") for p in ports or ())
+        cports: tuple[ContainerPort, ...] = tuple(
+            p if isinstance(p, ContainerPort) else ContainerPort(p[0], int(p[1]), p[2] if len(p) > 2 else "TCP")
+            for p in ports or ()
+        )
         ep = Endpoint(
             namespace=namespace,
             name=name,
@@ -348,7 +353,9 @@ class Cluster:
         ns = getattr(obj, "namespace", "")
 
         def fail(reason: str, field: str, value: Any) -> None:
-            raise PolicyError(reason, kind=obj.KIND, namespace=ns or None, name=obj.name, field=f"{where}.{field}", value=value)
+            raise PolicyError(
+                reason, kind=obj.KIND, namespace=ns or None, name=obj.name, field=f"{where}.{field}", value=value
+            )
 
         ingress = pr.direction == Direction.INGRESS
         if pr.nodes is not None:
@@ -360,10 +367,18 @@ class Cluster:
         if pr.groups is not None:
             fail("cloud provider groups cannot be resolved offline", "fromGroups" if ingress else "toGroups", None)
         if pr.requires is not None:
-            fail("fromRequires/toRequires was removed in Cilium 1.19 and is not supported", "fromRequires" if ingress else "toRequires", None)
+            fail(
+                "fromRequires/toRequires was removed in Cilium 1.19 and is not supported",
+                "fromRequires" if ingress else "toRequires",
+                None,
+            )
         for i, cr in enumerate(pr.cidr_set or ()):
             if cr.cidr is None:
-                fail("CiliumCIDRGroup references are not supported", f"{'fromCIDRSet' if ingress else 'toCIDRSet'}[{i}]", cr.to_manifest())
+                fail(
+                    "CiliumCIDRGroup references are not supported",
+                    f"{'fromCIDRSet' if ingress else 'toCIDRSet'}[{i}]",
+                    cr.to_manifest(),
+                )
 
     def _store_object(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
@@ -408,7 +423,14 @@ class Cluster:
             for ip in ep.ips:
                 owner = self._owner_of_ip(ip)
                 if owner is not None and owner != ep.ref:
-                    raise PolicyError(f"address already used by {owner}", kind="Pod", namespace=ep.namespace, name=ep.name, field="status.podIPs", value=str(ip))
+                    raise PolicyError(
+                        f"address already used by {owner}",
+                        kind="Pod",
+                        namespace=ep.namespace,
+                        name=ep.name,
+                        field="status.podIPs",
+                        value=str(ip),
+                    )
             del old
             return ep
         old = self._endpoints.get(ep.ref)
@@ -460,7 +482,9 @@ class Cluster:
         try:
             return self._endpoints[ref]
         except KeyError:
-            raise UnknownEndpointError(f"no endpoint {ref!r}; known: {', '.join(sorted(self._endpoints)[:10])}") from None
+            raise UnknownEndpointError(
+                f"no endpoint {ref!r}; known: {', '.join(sorted(self._endpoints)[:10])}"
+            ) from None
 
     def endpoint_id(self, ref: str) -> int:
         self.endpoint(ref)
@@ -536,7 +560,11 @@ class Cluster:
                     cached = (obj, _translate_network_policy(obj))
                     self._np_rules[id(obj)] = cached
                 rule = cached[1]
-                refs.append(_PolicyRuleRef(obj, "spec", rule, subject_selector(obj.pod_selector, obj.KIND, obj.namespace), obj.KIND))
+                refs.append(
+                    _PolicyRuleRef(
+                        obj, "spec", rule, subject_selector(obj.pod_selector, obj.KIND, obj.namespace), obj.KIND
+                    )
+                )
                 continue
             for path, rule in obj.rule_paths():
                 subject = None
@@ -626,7 +654,9 @@ class Cluster:
                 labels = hit[2]
             else:
                 ns_labels = (ns or Namespace(ep.namespace)).effective_labels()
-                labels = endpoint_identity_labels(ep.labels, ep.namespace, ns_labels, ep.service_account, self.config.cluster_name)
+                labels = endpoint_identity_labels(
+                    ep.labels, ep.namespace, ns_labels, ep.service_account, self.config.cluster_name
+                )
                 label_cache[ref] = (ep, ns, labels)
             old = self._ep_ident.get(ref)
             if old is not None and old.labels == labels:
@@ -676,18 +706,18 @@ class Cluster:
             selected = by_ident.get(ident.id, [])
             own_ports = {p.name: p.port for p in ep.ports if p.name}
             sig = (ident.id, tuple(id(r.rule) for r in selected), tuple(sorted(own_ports.items())))
-            old = self._ep_policy.get(ref)
+            prev = self._ep_policy.get(ref)
             deps = self._policy_deps.get(ref)
             if (
                 not full
-                and old is not None
+                and prev is not None
                 and deps is not None
                 and deps[0] == sig
                 and all(self._cache.select(s) is ids for s, ids in deps[1])
-                and (not old.uses_cluster_ports or deps[2] == self._named_port_sig())
+                and (not prev.uses_cluster_ports or deps[2] == self._named_port_sig())
                 and deps[3] == len(self._services)
             ):
-                new_policy[ref] = old
+                new_policy[ref] = prev
                 continue
             pol = compiled.get(sig)
             if pol is None:
@@ -712,22 +742,27 @@ class Cluster:
         return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
 
     def _sync_ipcache(self, cidrs: set[IPNetwork], fqdn_sels: Mapping[str, Any]) -> None:
-        wanted: dict[IPNetwork, tuple[LabelSet | None, int | None]] = {}
+        wanted: dict[IPNetwork, LabelSet] = {}
         for net in cidrs:
             if net.prefixlen == 0:
                 continue
-            wanted[net] = (cidr_identity_labels(net, (), self.config.dual_stack), None)
+            wanted[net] = cidr_identity_labels(net, (), self.config.dual_stack)
         # learned FQDN addresses: /32 or /128 with the fqdn labels of matching selectors
         from ._labels import Label
 
         for ip, names in self._fqdn_ips.items():
-            labels = sorted(
-                {Label("fqdn", sel.label.partition(":")[2]) for sel in fqdn_sels.values() for n in names if sel.matches(n)}
+            fqdn_labels = sorted(
+                {
+                    Label("fqdn", sel.label.partition(":")[2])
+                    for sel in fqdn_sels.values()
+                    for n in names
+                    if sel.matches(n)
+                }
             )
-            if not labels:
+            if not fqdn_labels:
                 continue
-            net = ipaddress.ip_network(ip)
-            wanted[net] = (cidr_identity_labels(net, labels, self.config.dual_stack), None)
+            host = ipaddress.ip_network(ip)
+            wanted[host] = cidr_identity_labels(host, fqdn_labels, self.config.dual_stack)
         fixed: dict[IPNetwork, int] = {}
         if self.config.dual_stack:
             fixed[ipaddress.ip_network("0.0.0.0/0")] = ID_WORLD_IPV4
@@ -741,14 +776,13 @@ class Cluster:
         for ref, ep in self._endpoints.items():
             num = self._ep_ident[ref].id
             for ip in ep.ips:
-                net = nets.get(ip)
-                if net is None:
-                    net = nets[ip] = ipaddress.ip_network(ip)
-                fixed[net] = num
+                pfx = nets.get(ip)
+                if pfx is None:
+                    pfx = nets[ip] = ipaddress.ip_network(ip)
+                fixed[pfx] = num
         # (re)allocate local identities
         new_ids: dict[IPNetwork, Identity] = {}
-        for net, (labels, _) in wanted.items():
-            assert labels is not None
+        for net, labels in wanted.items():
             old = self._ipcache_ids.get(net)
             if old is not None and old.labels == labels:
                 new_ids[net] = old
@@ -816,7 +850,7 @@ class Cluster:
         self._pushed_policy = new_pushed
         self._by_ip = {ip: ref for ref, ep in self._endpoints.items() for ip in ep.ips}
         self._ref_by_ep_id = {num: ref for ref, num in self._ep_ids.items()}
-        self._peer_cache: dict[IPAddress, PeerInfo] = {}
+        self._peer_cache = {}
 
     # ------------------------------------------------------------------------------------
     # questions
@@ -915,10 +949,10 @@ class Cluster:
         return self._ref_by_ep_id.get(num)
 
     def _peer(self, ip: IPAddress, res: DatapathResult | None) -> PeerInfo:
-        cached = self._peer_cache.get(ip)
+        cached: PeerInfo | None = self._peer_cache.get(ip)
         if cached is not None:
             return cached
-        info = self._make_peer(ip)
+        info: PeerInfo = self._make_peer(ip)
         self._peer_cache[ip] = info
         return info
 
@@ -938,7 +972,9 @@ class Cluster:
             )
         ident = self.lookup_ip(ip)
         names = tuple(sorted(self._fqdn_ips.get(ip, ())))
-        return PeerInfo(ip=ip, identity=ident.id, labels=tuple(ident.labels.strings()), identity_name=ident.name, names=names)
+        return PeerInfo(
+            ip=ip, identity=ident.id, labels=tuple(ident.labels.strings()), identity_name=ident.name, names=names
+        )
 
     def _addresses(self, src: str, dst: str) -> tuple[IPAddress, IPAddress]:
         s = self._candidates(src)
@@ -1011,13 +1047,14 @@ class Cluster:
         )
         if redirected and result.answers:
             self._refresh_fqdn_ips()
-        return Resolution(name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers))
+        return Resolution(
+            name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers)
+        )
 
     def expire_dns(self) -> None:
         """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
-        if len(self.fqdn_cache) or self.fqdn_cache.zombies():
-            if self.fqdn_cache.expire(self.clock.now()):
-                self._refresh_fqdn_ips()
+        if (len(self.fqdn_cache) or self.fqdn_cache.zombies()) and self.fqdn_cache.expire(self.clock.now()):
+            self._refresh_fqdn_ips()
 
     def _refresh_fqdn_ips(self) -> None:
         ips: dict[IPAddress, set[str]] = {}
@@ -1028,7 +1065,9 @@ class Cluster:
             self._fqdn_ips = new
             self._dirty = True
 
-    def _check_hostname(self, src: str, name: str, port: int | None, protocol: str, http: Mapping[str, Any] | None) -> Verdict:
+    def _check_hostname(
+        self, src: str, name: str, port: int | None, protocol: str, http: Mapping[str, Any] | None
+    ) -> Verdict:
         res = self.resolve(src, name)
         if not res.answers:
             why = res.reason
@@ -1081,7 +1120,9 @@ class Resolution:
     def explain(self) -> str:
         head = f"DNS {self.qtype} {self.name}: {self.rcode}"
         if self.answers:
-            head += f" -> {', '.join(self.answers)}" + (" (learned by the DNS proxy)" if self.learned else " (not learned: not resolved through the DNS proxy)")
+            head += f" -> {', '.join(self.answers)}" + (
+                " (learned by the DNS proxy)" if self.learned else " (not learned: not resolved through the DNS proxy)"
+            )
         else:
             head += f" ({self.reason})"
         return head + "\n" + self.verdict.explain()
@@ -1134,7 +1175,7 @@ def _np_peer_selector(peer: NetworkPolicyPeer, namespace: str) -> tuple[str, Any
 
 def _translate_network_policy(np_: NetworkPolicy) -> Rule:
     """A Kubernetes NetworkPolicy as the Cilium rule the agent derives from it."""
-    sections: dict[str, tuple[PeerRule, ...]] = {}
+    sections: dict[Direction, tuple[PeerRule, ...] | None] = {Direction.INGRESS: None, Direction.EGRESS: None}
     for direction in np_.effective_types():
         items = np_.ingress if direction == Direction.INGRESS else np_.egress
         out: list[PeerRule] = []
@@ -1142,8 +1183,10 @@ def _translate_network_policy(np_: NetworkPolicy) -> Rule:
             out.extend(_translate_np_rule(r, direction, np_.namespace))
         if not out:
             out = [PeerRule(direction=direction)]  # isolated, nothing allowed
-        sections["ingress" if direction == Direction.INGRESS else "egress"] = tuple(out)
-    return Rule(endpoint_selector=np_.pod_selector, **sections)
+        sections[direction] = tuple(out)
+    return Rule(
+        endpoint_selector=np_.pod_selector, ingress=sections[Direction.INGRESS], egress=sections[Direction.EGRESS]
+    )
 
 
 def _translate_np_rule(r: NetworkPolicyRule, direction: Direction, namespace: str) -> list[PeerRule]:

@@ -169,9 +169,7 @@ class MapStateKey:
             pass
         mask = _port_mask(self.prefix_len)
         if self.port & ~mask & 0xFFFF:
-            raise ValueError(
-                f"port {self.port} has bits beyond its prefix length {self.prefix_len}"
-            )
+            raise ValueError(f"port {self.port} has bits beyond its prefix length {self.prefix_len}")
 
     @property
     def lpm_prefix_length(self) -> int:
@@ -287,6 +285,10 @@ class RuleOrigin:
         return out
 
 
+def _to_origins(items: Iterable[RuleOrigin]) -> frozenset[RuleOrigin]:
+    return items if isinstance(items, frozenset) else frozenset(items)
+
+
 @attrs.frozen
 class PolicyEntry:
     """Value of a policy map entry plus the provenance ciliumpy keeps for explanations.
@@ -301,9 +303,7 @@ class PolicyEntry:
     listener_priority: int = 0
     auth_type: int = 0
     explicit_auth: bool = False
-    origins: frozenset[RuleOrigin] = attrs.field(
-        default=frozenset(), converter=frozenset, eq=False, order=False
-    )
+    origins: frozenset[RuleOrigin] = attrs.field(default=frozenset(), converter=_to_origins, eq=False, order=False)
 
     @property
     def precedence(self) -> int:
@@ -363,6 +363,10 @@ class TCPFlags(enum.IntFlag):
     CWR = 0x80
 
 
+def _to_addr(value: str | int | IPAddress) -> IPAddress:
+    return value if isinstance(value, _ADDR_TYPES) else ipaddress.ip_address(value)
+
+
 @attrs.frozen
 class Packet:
     """A packet handed to a datapath hook.
@@ -372,8 +376,8 @@ class Packet:
     IPv4 fragment (no L4 header).
     """
 
-    src: IPAddress = attrs.field(converter=lambda v: v if isinstance(v, _ADDR_TYPES) else ipaddress.ip_address(v))
-    dst: IPAddress = attrs.field(converter=lambda v: v if isinstance(v, _ADDR_TYPES) else ipaddress.ip_address(v))
+    src: IPAddress = attrs.field(converter=_to_addr)
+    dst: IPAddress = attrs.field(converter=_to_addr)
     protocol: int = Protocol.TCP
     sport: int = 40000
     dport: int = 0

@@ -2,7 +2,7 @@
 
 The pipeline follows pkg/policy (repository.go, rule.go, l4.go, mapstate.go) as recorded
 in docs/semantics.md: collect rules, decide enforcement and default deny per direction,
-build L4 filters (port range × protocol → peer selector → merged per-selector policy),
+build L4 filters (port range x protocol → peer selector → merged per-selector policy),
 then distil them into map keys with the 1.17+ insertion algorithm (deny and redirect
 precedence, pruning of covered entries, wildcard elision).
 """
@@ -192,9 +192,7 @@ class SelectorCache:
             if not candidates:
                 return frozenset()
         pool = self._identities.keys() if candidates is None else candidates
-        return frozenset(
-            i for i in pool if all(r.matches(self._identities[i].labels) for r in sel.requirements)
-        )
+        return frozenset(i for i in pool if all(r.matches(self._identities[i].labels) for r in sel.requirements))
 
     def forget_unused(self, keep: Iterable[PeerSelector]) -> None:
         keep_set = set(keep)
@@ -435,9 +433,7 @@ class EndpointPolicy:
     uses_cluster_ports: bool = False
     uses_services: bool = False
 
-    def l7_views(
-        self, direction: Direction, protocol: int, port: int, remote: int, cache: SelectorCache
-    ) -> list[Any]:
+    def l7_views(self, direction: Direction, protocol: int, port: int, remote: int, cache: SelectorCache) -> list[Any]:
         """Per-selector policies that apply to ``remote`` on (protocol, port) (§3.9 step 5)."""
         from ._l7 import L7PolicyView
 
@@ -632,12 +628,16 @@ class PolicyCompiler:
         if peer_rule.icmps is not None:
             for icmp in peer_rule.icmps:
                 for fld in icmp.fields:
-                    pol = SelectorPolicy(deny=peer_rule.deny, auth_type=auth_type, explicit_auth=explicit, origins=frozenset({origin}))
+                    pol = SelectorPolicy(
+                        deny=peer_rule.deny, auth_type=auth_type, explicit_auth=explicit, origins=frozenset({origin})
+                    )
                     for sel in selectors:
                         out.append(_Contribution(direction, sel, int(fld.protocol), fld.number, fld.number, pol, path))
             return out, False
         if peer_rule.to_ports is None:
-            pol = SelectorPolicy(deny=peer_rule.deny, auth_type=auth_type, explicit_auth=explicit, origins=frozenset({origin}))
+            pol = SelectorPolicy(
+                deny=peer_rule.deny, auth_type=auth_type, explicit_auth=explicit, origins=frozenset({origin})
+            )
             for sel in selectors:
                 out.append(_Contribution(direction, sel, 0, 0, 0, pol, path))
             return out, False
@@ -685,9 +685,7 @@ def namespace_requirement(namespace: str) -> Requirement:
     return Requirement(SOURCE_K8S, NAMESPACE_KEY, Operator.IN, (namespace,))
 
 
-def endpoint_selector_for_peer(
-    sel: EndpointSelector, kind: str, namespace: str, cluster: str
-) -> PeerSelector:
+def endpoint_selector_for_peer(sel: EndpointSelector, kind: str, namespace: str, cluster: str) -> PeerSelector:
     """Apply the CRD translation of a ``fromEndpoints``/``toEndpoints`` selector (§1.3)."""
     reqs = list(sel.requirements)
     if kind == "CiliumNetworkPolicy-REST" or sel.has_source(SOURCE_RESERVED):
@@ -696,9 +694,8 @@ def endpoint_selector_for_peer(
     if kind == "CiliumNetworkPolicy":
         if not mentions_ns and not sel.mentions_key_prefix(NAMESPACE_LABELS_PREFIX):
             reqs.append(namespace_requirement(namespace))
-    elif kind == "CiliumClusterwideNetworkPolicy":
-        if not mentions_ns:
-            reqs.append(Requirement(SOURCE_K8S, NAMESPACE_KEY, Operator.EXISTS, ()))
+    elif kind == "CiliumClusterwideNetworkPolicy" and not mentions_ns:
+        reqs.append(Requirement(SOURCE_K8S, NAMESPACE_KEY, Operator.EXISTS, ()))
     return PeerSelector.labels(reqs, str(sel) + ("" if mentions_ns else f" (namespace {namespace or '*'})"))
 
 
@@ -725,13 +722,10 @@ def entity_selectors(entity: str, cluster: str) -> list[PeerSelector]:
         return [_reserved("world"), _reserved("world-ipv4"), _reserved("world-ipv6")]
     if entity == "cluster":
         out = [
-            _reserved(n)
-            for n in ("host", "remote-node", "init", "ingress", "health", "unmanaged", "kube-apiserver")
+            _reserved(n) for n in ("host", "remote-node", "init", "ingress", "health", "unmanaged", "kube-apiserver")
         ]
         out.append(
-            PeerSelector.labels(
-                [Requirement(SOURCE_K8S, CLUSTER_KEY, Operator.IN, (cluster,))], f"cluster {cluster}"
-            )
+            PeerSelector.labels([Requirement(SOURCE_K8S, CLUSTER_KEY, Operator.IN, (cluster,))], f"cluster {cluster}")
         )
         return out
     return [_reserved(entity)]
@@ -752,4 +746,3 @@ def referenced_cidrs(selectors: Iterable[PeerSelector]) -> set[IPNetwork]:
             out.add(sel.cidr)
             out.update(sel.excepts)
     return out
-

@@ -125,9 +125,8 @@ class Verdict:
     @property
     def l7(self) -> Any:
         for hook in (self.egress, self.ingress):
-            if hook is not None and hook.l7 is not None:
-                if not hook.l7.allowed:
-                    return hook.l7
+            if hook is not None and hook.l7 is not None and not hook.l7.allowed:
+                return hook.l7
         for hook in (self.ingress, self.egress):
             if hook is not None and hook.l7 is not None:
                 return hook.l7
@@ -223,8 +222,10 @@ class Verdict:
                 lines.append(f"{head} reply of a tracked connection, passes without policy lookup")
                 continue
             if hook.key is None:
-                lines.append(f"{head} no map entry matches -> drop {res.drop_reason.value if res.drop_reason else ''} "
-                             f"({res.drop_reason.text if res.drop_reason else ''}); the direction is default-deny")
+                lines.append(
+                    f"{head} no map entry matches -> drop {res.drop_reason.value if res.drop_reason else ''} "
+                    f"({res.drop_reason.text if res.drop_reason else ''}); the direction is default-deny"
+                )
                 continue
             assert hook.entry is not None
             lines.append(

@@ -39,11 +39,46 @@ DEMO_FLOWS: list[tuple[str, str, int, str, dict[str, str] | None, str]] = [
     ("production/database", "production/backend", 8080, "TCP", None, "default deny (egress)"),
     ("world", "production/frontend", 8080, "TCP", None, "CCNP denies world"),
     ("world", "ingress-nginx/ingress-nginx-controller", 80, "TCP", None, "CCNP spares ingress-nginx"),
-    ("production/frontend", "production/api-gateway", 8080, "TCP", {"method": "GET", "path": "/api/products"}, "L7 HTTP"),
-    ("production/frontend", "production/api-gateway", 8080, "TCP", {"method": "POST", "path": "/api/orders"}, "L7 HTTP"),
-    ("production/frontend", "production/api-gateway", 8080, "TCP", {"method": "GET", "path": "/api/users/42"}, "L7 HTTP regex"),
-    ("production/frontend", "production/api-gateway", 8080, "TCP", {"method": "GET", "path": "/api/users/admin"}, "L7 HTTP regex"),
-    ("production/frontend", "production/api-gateway", 8080, "TCP", {"method": "DELETE", "path": "/api/orders"}, "L7 HTTP"),
+    (
+        "production/frontend",
+        "production/api-gateway",
+        8080,
+        "TCP",
+        {"method": "GET", "path": "/api/products"},
+        "L7 HTTP",
+    ),
+    (
+        "production/frontend",
+        "production/api-gateway",
+        8080,
+        "TCP",
+        {"method": "POST", "path": "/api/orders"},
+        "L7 HTTP",
+    ),
+    (
+        "production/frontend",
+        "production/api-gateway",
+        8080,
+        "TCP",
+        {"method": "GET", "path": "/api/users/42"},
+        "L7 HTTP regex",
+    ),
+    (
+        "production/frontend",
+        "production/api-gateway",
+        8080,
+        "TCP",
+        {"method": "GET", "path": "/api/users/admin"},
+        "L7 HTTP regex",
+    ),
+    (
+        "production/frontend",
+        "production/api-gateway",
+        8080,
+        "TCP",
+        {"method": "DELETE", "path": "/api/orders"},
+        "L7 HTTP",
+    ),
     ("production/frontend", "production/api-gateway", 8080, "TCP", None, "L7 without request"),
     ("production/frontend", "production/backend", 50051, "TCP", {"grpc": "/mypackage.MyService/GetItems"}, "gRPC"),
     ("production/frontend", "production/backend", 50051, "TCP", {"grpc": "/mypackage.MyService/DeleteItem"}, "gRPC"),
@@ -68,23 +103,38 @@ DEMO_DNS = {
 def _reason(v: Verdict) -> str:
     if v.failure:
         if v.dns is not None and v.dns.rcode == "REFUSED":
-            who = ", ".join(sorted({f"{o.kind} {o.namespace}/{o.name}" for h in (v.egress, v.ingress) if h is not None for o in h.origins}))
+            who = ", ".join(
+                sorted(
+                    {
+                        f"{o.kind} {o.namespace}/{o.name}"
+                        for h in (v.egress, v.ingress)
+                        if h is not None
+                        for o in h.origins
+                    }
+                )
+            )
             return f"DNS lookup REFUSED by the DNS proxy: {v.dns.name} matches no DNS rule of {who}"
         return v.failure
     if not v.allowed:
         if v.http_status:
             l7 = v.l7
-            return f"HTTP {v.http_status}: no L7 rule matches" + (f" ({', '.join(str(o) for o in sorted(l7.matched_origins))})" if l7 is not None and l7.matched_origins else "")
+            return f"HTTP {v.http_status}: no L7 rule matches" + (
+                f" ({', '.join(str(o) for o in sorted(l7.matched_origins))})"
+                if l7 is not None and l7.matched_origins
+                else ""
+            )
         reason = v.drop_reason
         hook = v.direction.name.lower() if v.direction is not None else ""
         by = f" by {v.policies[0]}" if v.policies else " (no rule allows it; default deny)"
         return f"{reason.value} {reason.text} at {hook}{by}" if reason else "dropped"
-    names = ", ".join(f"{o.kind} {o.namespace + '/' if o.namespace else ''}{o.name}" for o in v.policies if o.kind != "reserved")
+    names = ", ".join(
+        f"{o.kind} {o.namespace + '/' if o.namespace else ''}{o.name}" for o in v.policies if o.kind != "reserved"
+    )
     extra = ""
     if v.verdict == "REDIRECTED":
-        hook = v.ingress if v.ingress is not None and v.ingress.result.proxy_port else v.egress
-        if hook is not None and hook.accepts:
-            extra = f"; proxy accepts {'; '.join(hook.accepts)}"
+        redirect = v.ingress if v.ingress is not None and v.ingress.result.proxy_port else v.egress
+        if redirect is not None and redirect.accepts:
+            extra = f"; proxy accepts {'; '.join(redirect.accepts)}"
     if v.http_status:
         extra = f"; HTTP {v.http_status}"
     return (names or "not enforced") + extra
@@ -94,7 +144,10 @@ def demo(out: TextIO, backend: str | None) -> int:
     """Load the seed scenario and print a verdict table with reasons."""
     cluster = Cluster.from_manifests(seed_path(), backend=backend)
     cluster.add_dns_records(DEMO_DNS, ttl=300)
-    out.write(f"ciliumpy demo: seed scenario ({len(cluster.policies)} policies, {len(cluster.endpoints)} pods) on the {cluster.backend.name} backend\n\n")
+    out.write(
+        f"ciliumpy demo: seed scenario ({len(cluster.policies)} policies, {len(cluster.endpoints)} pods) "
+        f"on the {cluster.backend.name} backend\n\n"
+    )
     rows = [("SOURCE", "DESTINATION", "PORT", "REQUEST", "VERDICT", "WHY")]
     for src, dst, port, proto, http, _what in DEMO_FLOWS:
         v = cluster.check(src, dst, port, proto, http=http)
@@ -129,7 +182,19 @@ def format_policy_map(cluster: Cluster, ref: str, numeric: bool = False) -> str:
         k, e = item
         return (0 if e.deny else 1, int(k.direction), k.identity, k.protocol, k.port)
 
-    rows = [("POLICY", "DIRECTION", "IDENTITY" if numeric else "LABELS (source:key[=value])", "PORT/PROTO", "PROXY PORT", "AUTH TYPE", "BYTES", "PACKETS", "PREFIX")]
+    rows = [
+        (
+            "POLICY",
+            "DIRECTION",
+            "IDENTITY" if numeric else "LABELS (source:key[=value])",
+            "PORT/PROTO",
+            "PROXY PORT",
+            "AUTH TYPE",
+            "BYTES",
+            "PACKETS",
+            "PREFIX",
+        )
+    ]
     for key, entry in sorted(entries.items(), key=order):
         if numeric or key.identity == 0:
             who = "ANY" if key.identity == 0 else str(key.identity)

@@ -74,7 +74,7 @@ class PolicyError(CiliumpyError, ValueError):
 
     def located(self, **where: Any) -> PolicyError:
         """Return a copy with location fields filled in where they are still unknown."""
-        fields = {
+        fields: dict[str, Any] = {
             "document": self.document,
             "line": self.line,
             "kind": self.kind,
@@ -104,9 +104,7 @@ class BPFError(CiliumpyError, OSError):
     ``verifier_log`` the verifier's output when a program failed to load.
     """
 
-    def __init__(
-        self, errno: int, message: str, *, function: str = "", verifier_log: str = ""
-    ) -> None:
+    def __init__(self, errno: int, message: str, *, function: str = "", verifier_log: str = "") -> None:
         super().__init__(errno, message)
         self.function = function
         self.verifier_log = verifier_log

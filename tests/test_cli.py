@@ -12,7 +12,11 @@ def test_demo_runs_and_shows_l3_l7_and_dns_verdicts(capsys: object) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "production/frontend          production/database" in out
-    rows = {line.split()[0] + " " + line.split()[1] + " " + line.split()[2]: line for line in out.splitlines() if line.startswith("production/") or line.startswith("world")}
+    rows = {
+        line.split()[0] + " " + line.split()[1] + " " + line.split()[2]: line
+        for line in out.splitlines()
+        if line.startswith("production/") or line.startswith("world")
+    }
     assert "DROPPED" in rows["production/frontend production/database 5432/TCP"]
     assert "FORWARDED" in rows["production/frontend production/backend 8080/TCP"]
     assert "DNS lookup REFUSED" in rows["production/backend evil-site.com 443/TCP"]

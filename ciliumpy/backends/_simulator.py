@@ -278,11 +278,7 @@ class SimulatorBackend:
             chosen = choose_entry(l3, l4)
             other = l4 if chosen is l3 else l3
         if chosen is None:
-            reason = (
-                DropReason.IP_FRAGMENTATION_NOT_SUPPORTED
-                if packet.fragment
-                else DropReason.POLICY_DENIED
-            )
+            reason = DropReason.IP_FRAGMENTATION_NOT_SUPPORTED if packet.fragment else DropReason.POLICY_DENIED
             return DatapathResult(
                 direction=direction,
                 action=Action.DROP,
@@ -362,4 +358,3 @@ def _ct_reverse(tup: _CTKey) -> _CTKey:
     if proto in (Protocol.ICMP, Protocol.ICMPV6):
         return (proto, dst, src, sport, 0)
     return (proto, dst, src, dport, sport)
-
