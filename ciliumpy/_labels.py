@@ -91,7 +91,9 @@ class Label:
         return cls(source, key, value)
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.key}={self.value}" if self.value else f"{self.source}:{self.key}"
+        return (
+            f"{self.source}:{self.key}={self.value}" if self.value else f"{self.source}:{self.key}"
+        )
 
 
 def cidr_label(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Label:
@@ -111,9 +113,7 @@ class LabelSet:
     """An immutable set of labels indexed by key for fast selector matching."""
 
     labels: frozenset[Label] = attrs.field(converter=_label_frozenset)
-    _by_key: dict[str, tuple[tuple[str, str], ...]] = attrs.field(
-        init=False, repr=False, eq=False
-    )
+    _by_key: dict[str, tuple[tuple[str, str], ...]] = attrs.field(init=False, repr=False, eq=False)
     _hash: int = attrs.field(init=False, repr=False, eq=False)
     _strings: tuple[str, ...] | None = attrs.field(init=False, repr=False, eq=False, default=None)
 
@@ -258,6 +258,8 @@ def normalize_annotations(value: Any, field: str) -> dict[str, str]:
         if not isinstance(k, str) or not k:
             raise PolicyError("annotation key must be a non-empty string", field=field, value=k)
         if not isinstance(v, str):
-            raise PolicyError("annotation value must be of type string", field=f"{field}.{k}", value=v)
+            raise PolicyError(
+                "annotation value must be of type string", field=f"{field}.{k}", value=v
+            )
         out[k] = v
     return out

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import yaml
 
-from ._model import API_VERSIONS, KINDS, ModelObject
+from ._model import API_VERSIONS, KINDS, MODEL_TYPES, ModelObject
 from .exceptions import PolicyError
 
 __all__ = ["Document", "load_objects", "read_documents"]
@@ -53,11 +53,17 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
+                "while constructing a mapping",
+                node.start_mark,
+                "found unhashable key",
+                key_node.start_mark,
             ) from None
         if key in out:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
             )
         out[key] = loader.construct_object(value_node, deep=True)
         out.key_lines[key] = key_node.start_mark.line + 1
@@ -71,8 +77,8 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineLi
     return out
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -162,10 +168,19 @@ def _read_text(text: str, name: str | None) -> Iterator[Document]:
 
 def _expand_lists(doc: Document) -> Iterator[Document]:
     data = doc.data
-    if isinstance(data, Mapping) and data.get("kind") == "List":
+    kind = data.get("kind") if isinstance(data, Mapping) else None
+    # ``kind: List`` and typed lists (``CiliumNetworkPolicyList``) as ``kubectl get -o yaml``
+    # writes them.
+    if isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS)):
         items = data.get("items")
         if not isinstance(items, list):
-            raise PolicyError("List must have items", document=doc.source, line=getattr(data, "line", None), field="items", value=items)
+            raise PolicyError(
+                f"{kind} must have items",
+                document=doc.source,
+                line=getattr(data, "line", None),
+                field="items",
+                value=items,
+            )
         for item in items:
             yield from _expand_lists(Document(item, doc.source, doc.index))
         return
@@ -177,7 +192,12 @@ def parse_object(doc: Document) -> ModelObject:
     data = doc.data
     where = doc.source or "<manifest>"
     if not isinstance(data, Mapping):
-        raise PolicyError("a manifest must be a mapping", document=where, line=getattr(data, "line", None), value=data)
+        raise PolicyError(
+            "a manifest must be a mapping",
+            document=where,
+            line=getattr(data, "line", None),
+            value=data,
+        )
     kind = data.get("kind")
     meta = data.get("metadata") if isinstance(data.get("metadata"), Mapping) else {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
@@ -221,7 +241,7 @@ def load_objects(sources: Iterable[Any]) -> list[ModelObject]:
     """Parse every source; model objects pass through unchanged."""
     out: list[ModelObject] = []
     for source in sources:
-        if isinstance(source, tuple(KINDS.values())):
+        if isinstance(source, MODEL_TYPES):
             out.append(source)
             continue
         for doc in read_documents(source):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -16,8 +17,14 @@ import attrs
 
 from ._datapath import Direction, IPAddress, IPNetwork, Protocol
 from ._fqdn import FQDNSelector
-from ._l7 import L7Rules
-from ._labels import Label, LabelSet, normalize_label_mapping
+from ._l7 import L7Rules, validate_port_rule_l7
+from ._labels import (
+    SOURCE_UNSPEC,
+    Label,
+    LabelSet,
+    normalize_annotations,
+    normalize_label_mapping,
+)
 from ._selectors import EndpointSelector
 from .exceptions import PolicyError
 
@@ -112,23 +119,28 @@ ICMP_TYPES_V6 = {
 }
 
 _PORT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_SVC_NAME_RE = re.compile(r"^(?!-)(?!.*--)(?!.*-$)[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 # --------------------------------------------------------------------------------------
-# strict-parsing helpers
+# strict-parsing helpers (messages follow the API server's CRD validation and the agent)
 def check_mapping(data: Any, field: str, allowed: Iterable[str], what: str = "object") -> Mapping[str, Any]:
-    """Require a mapping whose keys are all in ``allowed``; name the first unknown key."""
+    """Require a mapping whose keys are all in ``allowed``; name the first unknown key.
+
+    ``None`` (a key written without a value) reads as an empty mapping.
+    """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise PolicyError(f"{what} must be a mapping", field=field, value=data)
+        raise PolicyError(f"{what} must be of type object", field=field or None, value=data)
     allowed_set = set(allowed)
     for key in data:
         if key not in allowed_set:
             sub = f"{field}.{key}" if field else str(key)
-            raise PolicyError("unknown field", field=sub, value=data[key])
+            raise PolicyError(f'unknown field "{key}"', field=sub, value=data[key])
     return data
 
 
@@ -138,39 +150,73 @@ def opt_list(data: Mapping[str, Any], key: str, field: str) -> list[Any] | None:
         return None
     value = data[key]
     if not isinstance(value, list):
-        raise PolicyError("must be a list", field=f"{field}.{key}", value=value)
+        raise PolicyError("must be of type array", field=_join(field, key), value=value)
     return value
 
 
-def parse_list(
-    data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, str], T]
-) -> tuple[T, ...] | None:
+def parse_list(data: Mapping[str, Any], key: str, field: str, parse: Callable[[Any, str], T]) -> tuple[T, ...] | None:
+    """Parse every item of the list ``data[key]`` with ``parse(item, path)``."""
     items = opt_list(data, key, field)
     if items is None:
         return None
-    return tuple(parse(item, f"{field}.{key}[{i}]") for i, item in enumerate(items))
+    return tuple(parse(item, f"{_join(field, key)}[{i}]") for i, item in enumerate(items))
 
 
 def opt_str(data: Mapping[str, Any], key: str, field: str) -> str | None:
+    """The string ``data[key]``, ``None`` when absent; error for other types."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise PolicyError("must be a string", field=f"{field}.{key}", value=value)
+        raise PolicyError("must be of type string", field=_join(field, key), value=value)
     return value
 
 
 def opt_bool(data: Mapping[str, Any], key: str, field: str) -> bool | None:
+    """The boolean ``data[key]``, ``None`` when absent; error for other types."""
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, bool):
-        raise PolicyError("must be a boolean", field=f"{field}.{key}", value=value)
+        raise PolicyError("must be of type boolean", field=_join(field, key), value=value)
     return value
 
 
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key
+
+
+def _sorted_map(mapping: Mapping[str, str]) -> dict[str, str]:
+    return dict(sorted(mapping.items()))
+
+
+def _container_ports(items: Iterable[ContainerPort]) -> tuple[ContainerPort, ...]:
+    return tuple(items)
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def value_at(root: Any, path: str) -> tuple[bool, Any]:
+    """``(True, value)`` at a dotted ``path`` such as ``toPorts[0].ports[1].port`` inside
+    ``root``, or ``(False, None)`` when the path does not exist there."""
+    node = root
+    for m in _PATH_TOKEN.finditer(path):
+        key, index = m.group(1), m.group(2)
+        if key is not None and isinstance(node, Mapping) and key in node:
+            node = node[key]
+        elif index is not None and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return False, None
+    return True, node
+
+
 def parse_network(text: Any, field: str) -> IPNetwork:
-    """A CIDR or a bare IP (treated as /32 or /128), as Cilium parses toCIDR entries."""
+    """A CIDR or a bare IP (treated as /32 or /128): the agent's reading of a CIDR.
+
+    Manifests go through :func:`parse_cidr`, which also applies the CRD's ``format: cidr``.
+    """
     if not isinstance(text, str) or not text:
         raise PolicyError("IP must be specified", field=field, value=text)
     try:
@@ -181,22 +227,93 @@ def parse_network(text: Any, field: str) -> IPNetwork:
         raise PolicyError(f"unable to parse CIDR: {exc}", field=field, value=text) from None
 
 
-def validate_name(value: Any, field: str, *, label: bool = False) -> str:
+def parse_cidr(text: Any, field: str) -> IPNetwork:
+    """A CIDR as the CRD schema accepts it (``format: cidr``: address/prefix-length).
+
+    The API server rejects bare addresses since Cilium 1.16 (cilium/cilium#32814), before
+    the agent's more lenient parser ever sees them.
+    """
+    if not isinstance(text, str):
+        raise PolicyError("must be of type string", field=field, value=text)
+    if not text:
+        raise PolicyError("IP must be specified", field=field, value=text)
+    try:
+        if "/" not in text:
+            raise ValueError(text)
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise PolicyError(
+            "must be of type cidr (an address with a prefix length, e.g. 192.0.2.1/32)",
+            field=field,
+            value=text,
+        ) from None
+
+
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character"
+)
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character"
+)
+_DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+    "with an alphabetic character, and end with an alphanumeric character"
+)
+
+
+def validate_name(value: Any, field: str, *, label: bool = False, dns1035: bool = False) -> str:
+    """An object name: RFC 1123 subdomain (default), RFC 1123 label or DNS-1035 label."""
     if not isinstance(value, str) or not value:
-        raise PolicyError("name must be a non-empty string", field=field, value=value)
-    pattern = _DNS1123_LABEL if label else _DNS1123_SUBDOMAIN
-    limit = 63 if label else 253
-    if len(value) > limit or not pattern.match(value):
-        what = "RFC 1123 label" if label else "RFC 1123 subdomain"
-        raise PolicyError(f"invalid name: must be a lower-case {what}", field=field, value=value)
+        raise PolicyError("name or generateName is required", field=field, value=value)
+    if dns1035:
+        ok = len(value) <= 63 and bool(_DNS1035_LABEL.match(value))
+        msg = _DNS1035_MSG
+    elif label:
+        ok = len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+        msg = _LABEL_MSG
+    else:
+        ok = len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
+        msg = _SUBDOMAIN_MSG
+    if not ok:
+        raise PolicyError(f"invalid name: {msg}", field=field, value=value)
     return value
+
+
+def is_service_name(text: str) -> bool:
+    """An IANA service name (RFC 6335 §5.1): at most 15 alphanumerics and single inner
+    dashes, at least one letter (pkg/iana/svcname.go)."""
+    return 0 < len(text) <= 15 and bool(_SVC_NAME_RE.match(text))
+
+
+def _go_parse_port(text: str) -> int | str:
+    """``strconv.ParseUint(text, 0, 16)`` as the agent calls it: the port number, or the
+    Go error text. Base 0 means a leading ``0`` is octal and ``_`` may separate digits."""
+    body = text
+    base = 10
+    if len(body) > 1 and body[0] == "0":
+        base = 8
+        body = body[1:].lstrip("_") if body[1] == "_" else body[1:]
+    if not body or not re.fullmatch(r"[0-9]+(_[0-9]+)*", body):
+        return f'strconv.ParseUint: parsing "{text}": invalid syntax'
+    try:
+        num = int(body.replace("_", ""), base)
+    except ValueError:
+        return f'strconv.ParseUint: parsing "{text}": invalid syntax'
+    if num > 0xFFFF:
+        return f'strconv.ParseUint: parsing "{text}": value out of range'
+    return num
 
 
 # --------------------------------------------------------------------------------------
 # L4
 @attrs.frozen
 class PortProtocol:
-    """One ``toPorts[].ports[]`` item: ``port`` (number or name), ``endPort``, ``protocol``."""
+    """One ``toPorts[].ports[]`` item: ``port`` (number or name), ``endPort``, ``protocol``.
+
+    ``port`` is kept in canonical form: a decimal number or a lower-cased service name.
+    """
 
     port: str = "0"
     end_port: int = 0
@@ -204,55 +321,49 @@ class PortProtocol:
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> PortProtocol:
+        """Parse and validate as the CRD schema and ``PortProtocol.Validate`` do."""
         d = check_mapping(data, field, ("port", "endPort", "protocol"))
+        pf = f"{field}.port"
         raw = d.get("port")
         if raw is None or raw == "":
-            raise PolicyError("port must be specified", field=f"{field}.port", value=raw)
-        if isinstance(raw, bool):
-            raise PolicyError("port must be a number or a name", field=f"{field}.port", value=raw)
-        text = str(raw).strip()
-        if text.isdigit():
-            num = int(text)
-            if num > 65535:
-                raise PolicyError(
-                    f'unable to parse port: strconv.ParseUint: parsing "{text}": value out of range',
-                    field=f"{field}.port",
-                    value=raw,
-                )
-            text = str(num)
+            raise PolicyError("port must be specified", field=pf, value=raw)
+        if not isinstance(raw, str):
+            raise PolicyError('must be of type string (quote the port: "80")', field=pf, value=raw)
+        if is_service_name(raw):
+            text = raw.lower()
         else:
-            if text.startswith("-") and text[1:].isdigit():
-                raise PolicyError(
-                    f'unable to parse port: strconv.ParseUint: parsing "{text}": invalid syntax',
-                    field=f"{field}.port",
-                    value=raw,
-                )
-            name = text.lower()
-            if len(name) > 15 or not _PORT_NAME_RE.match(name) or not re.search("[a-z]", name):
-                raise PolicyError(
-                    "invalid port name: an IANA service name of at most 15 lower-case "
-                    "alphanumerics or '-'",
-                    field=f"{field}.port",
-                    value=raw,
-                )
-            text = name
-        end = d.get("endPort", 0)
+            parsed = _go_parse_port(raw)
+            if isinstance(parsed, str):
+                raise PolicyError(f"unable to parse port: {parsed}", field=pf, value=raw)
+            text = str(parsed)
+        end = d.get("endPort")
         if end is None:
             end = 0
-        if isinstance(end, bool) or not isinstance(end, int) or not 0 <= end <= 65535:
-            raise PolicyError("endPort must be an integer within 0..65535", field=f"{field}.endPort", value=end)
-        proto_raw = d.get("protocol", "ANY")
-        if proto_raw in (None, ""):
-            proto_raw = "ANY"
-        if not isinstance(proto_raw, str) or proto_raw.upper() not in PORT_PROTOCOLS or proto_raw != proto_raw.upper():
+        if isinstance(end, bool) or not isinstance(end, int):
+            raise PolicyError("must be of type integer", field=f"{field}.endPort", value=end)
+        if not 0 <= end <= 65535:
+            raise PolicyError("endPort must be within 0..65535", field=f"{field}.endPort", value=end)
+        proto = d.get("protocol")
+        if proto is None:
+            proto = "ANY"
+        if not isinstance(proto, str):
+            raise PolicyError("must be of type string", field=f"{field}.protocol", value=proto)
+        if proto in ("VRRP", "IGMP"):
             raise PolicyError(
-                "protocol must be one of TCP, UDP, SCTP, ANY (use icmps for ICMP)",
+                f"protocol {proto} needs Cilium's extended IP protocols option, which ciliumpy does not model",
                 field=f"{field}.protocol",
-                value=proto_raw,
+                value=proto,
             )
-        return cls(text, int(end), proto_raw)
+        if proto not in PORT_PROTOCOLS:
+            raise PolicyError(
+                'Unsupported value: supported values: "TCP", "UDP", "SCTP", "ANY" (ICMP goes in icmps)',
+                field=f"{field}.protocol",
+                value=proto,
+            )
+        return cls(text, end, proto)
 
     def to_manifest(self) -> dict[str, Any]:
+        """The item as written in a manifest."""
         out: dict[str, Any] = {"port": self.port}
         if self.end_port:
             out["endPort"] = self.end_port
@@ -261,10 +372,12 @@ class PortProtocol:
 
     @property
     def is_named(self) -> bool:
+        """Whether ``port`` names a container port instead of giving a number."""
         return not self.port.isdigit()
 
     @property
     def number(self) -> int:
+        """The port number (0 for named ports)."""
         return int(self.port) if self.port.isdigit() else 0
 
     def protocols(self) -> tuple[Protocol, ...]:
@@ -311,7 +424,11 @@ class TLSContext:
         if self.secret_namespace:
             secret["namespace"] = self.secret_namespace
         out: dict[str, Any] = {"secret": secret}
-        for key, val in (("trustedCA", self.trusted_ca), ("certificate", self.certificate), ("privateKey", self.private_key)):
+        for key, val in (
+            ("trustedCA", self.trusted_ca),
+            ("certificate", self.certificate),
+            ("privateKey", self.private_key),
+        ):
             if val is not None:
                 out[key] = val
         return out
@@ -345,7 +462,10 @@ class Listener:
         return cls(str(kind), name, lname, prio)
 
     def to_manifest(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"envoyConfig": {"kind": self.kind, "name": self.name}, "name": self.listener_name}
+        out: dict[str, Any] = {
+            "envoyConfig": {"kind": self.kind, "name": self.name},
+            "name": self.listener_name,
+        }
         if self.priority:
             out["priority"] = self.priority
         return out
@@ -388,13 +508,29 @@ class PortRule:
             if not isinstance(n, str) or not n:
                 raise PolicyError("empty server name is not allowed", field=f"{field}.serverNames[{i}]", value=n)
             names.append(n)
-        term = TLSContext.from_manifest(d["terminatingTLS"], f"{field}.terminatingTLS") if d.get("terminatingTLS") else None
-        orig = TLSContext.from_manifest(d["originatingTLS"], f"{field}.originatingTLS") if d.get("originatingTLS") else None
+        term = (
+            TLSContext.from_manifest(d["terminatingTLS"], f"{field}.terminatingTLS")
+            if d.get("terminatingTLS")
+            else None
+        )
+        orig = (
+            TLSContext.from_manifest(d["originatingTLS"], f"{field}.originatingTLS")
+            if d.get("originatingTLS")
+            else None
+        )
         listener = Listener.from_manifest(d["listener"], f"{field}.listener") if d.get("listener") else None
         if names and rules is not None and rules.parser is not None and term is None:
-            raise PolicyError("ServerNames are not allowed with L7 rules without TLS termination", field=f"{field}.serverNames", value=names_raw)
+            raise PolicyError(
+                "ServerNames are not allowed with L7 rules without TLS termination",
+                field=f"{field}.serverNames",
+                value=names_raw,
+            )
         if listener is not None and rules is not None and rules.parser is not None:
-            raise PolicyError(f"Listener is not allowed with L7 rules ({listener.listener_name})", field=f"{field}.listener", value=d["listener"])
+            raise PolicyError(
+                f"Listener is not allowed with L7 rules ({listener.listener_name})",
+                field=f"{field}.listener",
+                value=d["listener"],
+            )
         return cls(tuple(ports), rules, tuple(names), term, orig, listener, deny)
 
     def to_manifest(self) -> dict[str, Any]:
@@ -427,34 +563,38 @@ class ICMPField:
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> ICMPField:
+        """Parse ``{family, type}``: CRD enum/pattern, then the agent's family and name checks."""
         d = check_mapping(data, field, ("family", "type"))
-        fam = d.get("family", "IPv4") or "IPv4"
+        fam = d.get("family")
+        if fam is None or fam == "":
+            fam = "IPv4"
         if fam not in ("IPv4", "IPv6"):
             raise PolicyError(f"wrong family: {fam}", field=f"{field}.family", value=fam)
         raw = d.get("type")
+        tf = f"{field}.type"
         if raw is None:
-            raise PolicyError("ICMP type must be specified", field=f"{field}.type", value=raw)
-        if isinstance(raw, bool):
-            raise PolicyError("ICMP type must be a number or a name", field=f"{field}.type", value=raw)
+            raise PolicyError("Required value: ICMP type must be specified", field=tf, value=raw)
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise PolicyError("must be of type integer or string", field=tf, value=raw)
         value: int | str
-        if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()):
+        if isinstance(raw, int) or raw.isdigit():
             value = int(raw)
-            if not 0 <= value <= 255:
-                raise PolicyError("ICMP type must be within 0..255", field=f"{field}.type", value=raw)
-        elif isinstance(raw, str):
+            if not 0 <= value <= 255 or (isinstance(raw, str) and raw != str(value)):
+                raise PolicyError("ICMP type must be a number within 0..255 or a type name", field=tf, value=raw)
+        else:
             table = ICMP_TYPES_V4 if fam == "IPv4" else ICMP_TYPES_V6
             if raw not in table:
-                raise PolicyError(f"ICMP type {raw} not found in {fam}", field=f"{field}.type", value=raw)
+                raise PolicyError(f"ICMP type {raw} not found in {fam}", field=tf, value=raw)
             value = raw
-        else:
-            raise PolicyError("ICMP type must be a number or a name", field=f"{field}.type", value=raw)
         return cls(fam, value)
 
     def to_manifest(self) -> dict[str, Any]:
+        """The field as written in a manifest."""
         return {"family": self.family, "type": self.type}
 
     @property
     def number(self) -> int:
+        """The ICMP type number (names resolved per family)."""
         if isinstance(self.type, int):
             return self.type
         table = ICMP_TYPES_V4 if self.family == "IPv4" else ICMP_TYPES_V6
@@ -462,22 +602,31 @@ class ICMPField:
 
     @property
     def protocol(self) -> Protocol:
+        """ICMP for IPv4, ICMPv6 for IPv6."""
         return Protocol.ICMP if self.family == "IPv4" else Protocol.ICMPV6
 
 
 @attrs.frozen
 class ICMPRule:
+    """One ``icmps`` item: up to 40 ICMP ``fields``."""
+
     fields: tuple[ICMPField, ...] = ()
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> ICMPRule:
+        """Parse ``{fields: [...]}``."""
         d = check_mapping(data, field, ("fields",))
         fields = parse_list(d, "fields", field, ICMPField.from_manifest) or ()
         if len(fields) > MAX_ICMP_FIELDS:
-            raise PolicyError(f"too many types, the max is {MAX_ICMP_FIELDS}", field=f"{field}.fields", value=len(fields))
+            raise PolicyError(
+                f"too many types, the max is {MAX_ICMP_FIELDS}",
+                field=f"{field}.fields",
+                value=len(fields),
+            )
         return cls(tuple(fields))
 
     def to_manifest(self) -> dict[str, Any]:
+        """The rule as written in a manifest."""
         return {"fields": [f.to_manifest() for f in self.fields]}
 
 
@@ -492,31 +641,45 @@ class CIDRRule:
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> CIDRRule:
+        """Parse a CIDR set item as ``CIDRRule.Validate`` and the CRD schema do."""
         d = check_mapping(data, field, ("cidr", "except", "cidrGroupRef", "cidrGroupSelector"))
-        cidr = d.get("cidr")
-        ref = opt_str(d, "cidrGroupRef", field)
+        cidr = opt_str(d, "cidr", field) or None
+        ref = opt_str(d, "cidrGroupRef", field) or None
         sel = None
         if d.get("cidrGroupSelector") is not None:
             sel = EndpointSelector.from_manifest(d["cidrGroupSelector"], f"{field}.cidrGroupSelector")
         given = sum(x is not None for x in (cidr, ref, sel))
-        if given != 1:
-            raise PolicyError("one of cidr, cidrGroupRef, or cidrGroupSelector is required", field=field, value=dict(d))
+        if given == 0:
+            raise PolicyError(
+                "one of cidr, cidrGroupRef, or cidrGroupSelector is required",
+                field=field,
+                value=dict(d),
+            )
+        if given > 1:
+            raise PolicyError(
+                "more than one of cidr, cidrGroupRef, or cidrGroupSelector may not be set",
+                field=field,
+                value=dict(d),
+            )
+        if ref is not None:
+            validate_name(ref, f"{field}.cidrGroupRef")
         excepts_raw = opt_list(d, "except", field) or []
+        excepts = [parse_cidr(e, f"{field}.except[{i}]") for i, e in enumerate(excepts_raw)]
         if cidr is not None:
-            net = parse_network(cidr, f"{field}.cidr")
-            if not isinstance(cidr, str) or "/" not in cidr:
-                raise PolicyError(f'unable to parse CIDRRule "{cidr}": invalid CIDR address', field=f"{field}.cidr", value=cidr)
-            for i, exc in enumerate(excepts_raw):
-                enet = parse_network(exc, f"{field}.except[{i}]")
-                if enet.version != net.version or not enet.subnet_of(net):  # type: ignore[arg-type]
+            net = parse_cidr(cidr, f"{field}.cidr")
+            for i, enet in enumerate(excepts):
+                # The agent checks that the except's address lies inside the allowed
+                # prefix (netip.Prefix.Contains), which also rejects a family mismatch.
+                if enet.version != net.version or enet.network_address not in net:
                     raise PolicyError(
-                        f"allow CIDR prefix {net} does not contain exclude CIDR prefix {enet}",
+                        f"allow CIDR prefix {cidr} does not contain exclude CIDR prefix {excepts_raw[i]}",
                         field=f"{field}.except[{i}]",
-                        value=exc,
+                        value=excepts_raw[i],
                     )
-        return cls(cidr, tuple(str(e) for e in excepts_raw), ref, sel)
+        return cls(cidr, tuple(excepts_raw), ref, sel)
 
     def to_manifest(self) -> dict[str, Any]:
+        """The item as written in a manifest."""
         out: dict[str, Any] = {}
         if self.cidr is not None:
             out["cidr"] = self.cidr
@@ -530,10 +693,12 @@ class CIDRRule:
 
     @property
     def network(self) -> IPNetwork | None:
+        """The allowed prefix (``None`` for CIDR group references)."""
         return parse_network(self.cidr, "cidr") if self.cidr else None
 
     @property
     def excepts(self) -> tuple[IPNetwork, ...]:
+        """The ``except`` prefixes."""
         return tuple(parse_network(e, "except") for e in self.except_)
 
 
@@ -549,12 +714,20 @@ class ServiceRule:
     def from_manifest(cls, data: Any, field: str) -> ServiceRule:
         d = check_mapping(data, field, ("k8sService", "k8sServiceSelector"))
         if ("k8sService" in d) == ("k8sServiceSelector" in d):
-            raise PolicyError("exactly one of k8sService or k8sServiceSelector is required", field=field, value=dict(d))
+            raise PolicyError(
+                "exactly one of k8sService or k8sServiceSelector is required",
+                field=field,
+                value=dict(d),
+            )
         if "k8sService" in d:
             s = check_mapping(d["k8sService"], f"{field}.k8sService", ("serviceName", "namespace"))
             name = s.get("serviceName")
             if not isinstance(name, str) or not name:
-                raise PolicyError("serviceName must be specified", field=f"{field}.k8sService.serviceName", value=name)
+                raise PolicyError(
+                    "serviceName must be specified",
+                    field=f"{field}.k8sService.serviceName",
+                    value=name,
+                )
             return cls(name=name, namespace=opt_str(s, "namespace", f"{field}.k8sService"))
         s = check_mapping(d["k8sServiceSelector"], f"{field}.k8sServiceSelector", ("selector", "namespace"))
         sel = EndpointSelector.from_manifest(s.get("selector"), f"{field}.k8sServiceSelector.selector")
@@ -586,33 +759,45 @@ _PEER_FIELDS = (
 
 
 def _parse_cidr_str(item: Any, field: str) -> str:
-    parse_network(item, field)
+    parse_cidr(item, field)
     return str(item)
 
 
 def _parse_entity(item: Any, field: str) -> str:
-    if item not in ENTITIES:
+    # The CRD enum rejects unknown entities (and the internal world-ipv4/-ipv6) first;
+    # the message is the agent's, which says the same in fewer words.
+    if not isinstance(item, str) or item not in ENTITIES:
         raise PolicyError(f"unsupported entity: {item}", field=field, value=item)
-    return str(item)
+    return item
 
 
-def _parse_group(item: Any, field: str) -> tuple[tuple[str, Any], ...]:
-    if not isinstance(item, Mapping):
-        raise PolicyError("group must be a mapping", field=field, value=item)
-    check_mapping(item, field, ("aws",))
-    return tuple(sorted((str(k), _freeze(v)) for k, v in item.items()))
+_AWS_GROUP_FIELDS = ("labels", "region", "securityGroupsIds", "securityGroupsNames")
+
+
+def _parse_group(item: Any, field: str) -> _FrozenMap:
+    d = check_mapping(item, field, ("aws",))
+    if d.get("aws") is not None:
+        check_mapping(d["aws"], f"{field}.aws", _AWS_GROUP_FIELDS)
+    frozen: _FrozenMap = _freeze(d)
+    return frozen
+
+
+class _FrozenMap(tuple[tuple[str, Any], ...]):
+    """A mapping frozen into sorted ``(key, value)`` pairs (hashable, thawed back exactly)."""
+
+    __slots__ = ()
 
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+        return _FrozenMap(sorted((str(k), _freeze(v)) for k, v in value.items()))
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
     return value
 
 
 def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple) and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in value) and value:
+    if isinstance(value, _FrozenMap):
         return {k: _thaw(v) for k, v in value}
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
@@ -643,11 +828,25 @@ class PeerRule:
     authentication: str | None = None
 
     @classmethod
-    def from_manifest(cls, data: Any, field: str, *, direction: Direction, deny: bool) -> PeerRule:
+    def from_manifest(
+        cls,
+        data: Any,
+        field: str,
+        *,
+        direction: Direction,
+        deny: bool,
+        host_policy: bool = False,
+    ) -> PeerRule:
+        """Parse one rule element and run the agent's ``Validate`` checks on it.
+
+        ``host_policy`` is true inside a rule with a ``nodeSelector`` (host firewall),
+        where L7 rules are restricted.
+        """
         ingress = direction == Direction.INGRESS
         names = {attr: (i if ingress else e) for attr, i, e in _PEER_FIELDS}
+        req_name = "fromRequires" if ingress else "toRequires"
         allowed = [n for n in names.values() if n]
-        allowed += ["toPorts", "icmps", "fromRequires" if ingress else "toRequires"]
+        allowed += ["toPorts", "icmps", req_name]
         if not deny:
             allowed.append("authentication")
         else:
@@ -669,64 +868,88 @@ class PeerRule:
             if name is None or name not in d:
                 continue
             kw[attr] = parse_list(d, name, field, parsers[attr])
-            if kw[attr] is not None:
+            # Only non-empty lists count as a peer kind (the agent compares lengths), so
+            # an explicitly empty list may sit beside another kind.
+            if kw[attr]:
                 present.append(name)
-        # toServices is translated into endpoint/CIDR peers, so it may sit with toPorts
-        # but still counts as a peer kind of its own.
         if len(present) > 1:
-            a, b = present[0], present[1]
-            raise PolicyError(f"combining {_cap(a)} and {_cap(b)} is not supported yet", field=f"{field}.{b}", value=d[b])
-        req_name = "fromRequires" if ingress else "toRequires"
-        kw["requires"] = parse_list(d, req_name, field, EndpointSelector.from_manifest)
+            first, second = present[0], present[1]
+            raise PolicyError(
+                f"combining {_cap(first)} and {_cap(second)} is not supported yet",
+                field=f"{field}.{second}",
+                value=d[second],
+            )
+        requires = opt_list(d, req_name, field)
+        if requires:
+            raise PolicyError(
+                f"{req_name} was removed in Cilium 1.19; the CRD allows at most 0 items",
+                field=f"{field}.{req_name}",
+                value=requires,
+            )
+        kw["requires"] = None if requires is None else ()
         ports = opt_list(d, "toPorts", field)
         if ports is not None:
             kw["to_ports"] = tuple(
                 PortRule.from_manifest(p, f"{field}.toPorts[{i}]", deny=deny) for i, p in enumerate(ports)
             )
         kw["icmps"] = parse_list(d, "icmps", field, ICMPRule.from_manifest)
-        if kw["icmps"] is not None and kw.get("to_ports") is not None:
+        if kw["icmps"] and kw.get("to_ports"):
             raise PolicyError(
                 "the ICMPs block may only be present without ToPorts. Define a separate rule to use ToPorts",
                 field=f"{field}.icmps",
                 value=d["icmps"],
             )
-        if "authentication" in d and d["authentication"] is not None:
+        if d.get("authentication") is not None:
             auth = check_mapping(d["authentication"], f"{field}.authentication", ("mode",))
             mode = auth.get("mode")
             if mode not in AUTH_MODES:
-                raise PolicyError("authentication mode must be one of disabled, required, test-always-fail", field=f"{field}.authentication.mode", value=mode)
+                raise PolicyError(
+                    'Unsupported value: supported values: "disabled", "required", "test-always-fail"',
+                    field=f"{field}.authentication.mode",
+                    value=mode,
+                )
             kw["authentication"] = mode
         rule = cls(direction=direction, deny=deny, **kw)
-        rule.validate_l7(field)
+        try:
+            rule.validate_l7(field, host_policy=host_policy)
+        except PolicyError as exc:
+            if exc.has_value or not exc.field or not exc.field.startswith(field + "."):
+                raise
+            found, value = value_at(d, exc.field[len(field) + 1 :])
+            raise (_with_value(exc, value) if found else exc) from None
         return rule
 
-    def validate_l7(self, field: str) -> None:
-        """Context checks of L7 rules against their ports and direction (§1.5, §1.10)."""
+    def validate_l7(self, field: str, *, host_policy: bool = False) -> None:
+        """Context checks of L7 rules and listeners against their rule element.
+
+        The element-level checks of ``IngressRule``/``EgressRule.Validate`` (L7 protocol
+        allowed in this direction, listener only on egress) are made here; the checks of
+        one ``toPorts`` item against its ports are ``_l7.validate_port_rule_l7``'s.
+        """
+        ingress = self.direction == Direction.INGRESS
         for i, pr in enumerate(self.to_ports or ()):
             pf = f"{field}.toPorts[{i}]"
-            if pr.listener is not None and self.direction == Direction.INGRESS:
-                raise PolicyError(f"Listener is not allowed on ingress ({pr.listener.listener_name})", field=f"{pf}.listener", value=pr.listener.to_manifest())
-            if not pr.has_l7:
-                continue
-            assert pr.rules is not None
-            parser = pr.rules.parser
-            if parser == "dns":
-                if self.direction == Direction.INGRESS:
-                    raise PolicyError("DNS rules are not allowed on ingress", field=f"{pf}.rules.dns", value=pr.rules.to_manifest().get("dns"))
-                if not pr.ports:
-                    raise PolicyError("port 53 must be specified for DNS rules", field=f"{pf}.ports", value=[])
-            for j, pp in enumerate(pr.ports):
-                ppf = f"{pf}.ports[{j}]"
-                if parser != "dns" and pp.protocol != "TCP":
-                    raise PolicyError(
-                        f"L7 rules can only apply to TCP (not {pp.protocol}) except for DNS rules",
-                        field=f"{ppf}.protocol",
-                        value=pp.protocol,
-                    )
-                if pp.port == "0":
-                    raise PolicyError("L7 rules can not be used when a port is 0", field=f"{ppf}.port", value=pp.port)
-                if parser == "dns" and pp.end_port > pp.number:
-                    raise PolicyError("DNS rules do not support port ranges", field=f"{ppf}.endPort", value=pp.end_port)
+            if ingress and not host_policy and pr.rules is not None and pr.rules.dns:
+                raise PolicyError(
+                    "L7 protocol DNS is not supported on ingress yet",
+                    field=f"{pf}.rules.dns",
+                    value=pr.rules.to_manifest().get("dns"),
+                )
+        for i, pr in enumerate(self.to_ports or ()):
+            pf = f"{field}.toPorts[{i}]"
+            validate_port_rule_l7(
+                pr.rules,
+                [pp.to_manifest() for pp in pr.ports],
+                path=pf,
+                ingress=ingress,
+                host_policy=host_policy,
+            )
+            if pr.listener is not None and ingress:
+                raise PolicyError(
+                    f"Listener is not allowed on ingress ({pr.listener.listener_name})",
+                    field=f"{pf}.listener",
+                    value=pr.listener.to_manifest(),
+                )
 
     def to_manifest(self) -> dict[str, Any]:
         ingress = self.direction == Direction.INGRESS
@@ -736,9 +959,7 @@ class PeerRule:
             value = getattr(self, attr)
             if name is None or value is None:
                 continue
-            if attr in ("endpoints", "nodes"):
-                out[name] = [s.to_manifest() for s in value]
-            elif attr in ("cidr_set", "services", "fqdns"):
+            if attr in ("endpoints", "nodes", "cidr_set", "services", "fqdns"):
                 out[name] = [s.to_manifest() for s in value]
             elif attr == "groups":
                 out[name] = [_thaw(g) for g in value]
@@ -756,13 +977,24 @@ class PeerRule:
 
     @property
     def has_l3_peers(self) -> bool:
-        return any(
-            getattr(self, attr) is not None for attr, _, _ in _PEER_FIELDS
-        )
+        return any(getattr(self, attr) is not None for attr, _, _ in _PEER_FIELDS)
 
     @property
     def auth_type(self) -> int:
         return AUTH_MODES.get(self.authentication or "disabled", 0)
+
+
+def _with_value(exc: PolicyError, value: Any) -> PolicyError:
+    return PolicyError(
+        exc.reason,
+        document=exc.document,
+        line=exc.line,
+        kind=exc.kind,
+        namespace=exc.namespace,
+        name=exc.name,
+        field=exc.field,
+        value=value,
+    )
 
 
 def _cap(name: str) -> str:
@@ -794,7 +1026,12 @@ class Rule:
     log: str | None = None
 
     @classmethod
-    def from_manifest(cls, data: Any, field: str) -> Rule:
+    def from_manifest(cls, data: Any, field: str, *, namespaced: bool = False) -> Rule:
+        """Parse one rule and run ``Rule.Validate`` on it, in the agent's order.
+
+        ``namespaced`` is true for the rules of a CiliumNetworkPolicy, which may not use a
+        ``nodeSelector``.
+        """
         d = check_mapping(
             data,
             field,
@@ -812,65 +1049,74 @@ class Rule:
             ),
             "rule",
         )
+        # 1.18+: a rule without any (non-empty) section is rejected before anything else.
+        if not any(isinstance(d.get(name), list) and d[name] for name, _, _ in _SECTIONS):
+            raise PolicyError(
+                "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny",
+                field=field,
+                value=dict(d),
+            )
         has_ep = d.get("endpointSelector") is not None
         has_node = d.get("nodeSelector") is not None
-        if has_ep and has_node:
-            raise PolicyError("rule cannot have both EndpointSelector and NodeSelector", field=f"{field}.nodeSelector", value=d["nodeSelector"])
         if not has_ep and not has_node:
             raise PolicyError("rule must have one of EndpointSelector or NodeSelector", field=field, value=dict(d))
+        if has_ep and has_node:
+            raise PolicyError(
+                "rule cannot have both EndpointSelector and NodeSelector",
+                field=f"{field}.nodeSelector",
+                value=d["nodeSelector"],
+            )
         kw: dict[str, Any] = {}
         if has_ep:
             kw["endpoint_selector"] = EndpointSelector.from_manifest(d["endpointSelector"], f"{field}.endpointSelector")
         else:
             kw["node_selector"] = EndpointSelector.from_manifest(d["nodeSelector"], f"{field}.nodeSelector")
-        any_rules = False
         for name, direction, deny in _SECTIONS:
             items = opt_list(d, name, field)
             if items is None:
                 continue
-            parsed = tuple(
-                PeerRule.from_manifest(it, f"{field}.{name}[{i}]", direction=direction, deny=deny)
+            kw[_snake(name)] = tuple(
+                PeerRule.from_manifest(
+                    it,
+                    f"{field}.{name}[{i}]",
+                    direction=direction,
+                    deny=deny,
+                    host_policy=has_node,
+                )
                 for i, it in enumerate(items)
             )
-            kw[_snake(name)] = parsed
-            any_rules = any_rules or bool(parsed)
-            if has_node:
-                for i, pr in enumerate(parsed):
-                    for j, port_rule in enumerate(pr.to_ports or ()):
-                        if port_rule.has_l7:
-                            where = "ingress" if direction == Direction.INGRESS else "egress"
-                            raise PolicyError(
-                                f"L7 policy is not supported on host {where} yet",
-                                field=f"{field}.{name}[{i}].toPorts[{j}].rules",
-                                value=port_rule.rules.to_manifest() if port_rule.rules else None,
-                            )
-        if not any_rules:
-            raise PolicyError("rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny", field=field, value=dict(d))
+        if namespaced and has_node:
+            raise PolicyError(
+                "rule cannot have NodeSelector (only CiliumClusterwideNetworkPolicy may)",
+                field=f"{field}.nodeSelector",
+                value=d["nodeSelector"],
+            )
         labels_raw = opt_list(d, "labels", field) or []
         labels: list[Label] = []
         for i, item in enumerate(labels_raw):
             lf = f"{field}.labels[{i}]"
-            if isinstance(item, Mapping):
-                check_mapping(item, lf, ("key", "value", "source"))
-                key = item.get("key")
-                if not isinstance(key, str) or not key:
-                    raise PolicyError("label key must be specified", field=f"{lf}.key", value=key)
-                labels.append(Label(str(item.get("source") or "unspec"), key, str(item.get("value") or "")))
-            elif isinstance(item, str):
-                labels.append(Label.parse(item, "unspec"))
-            else:
-                raise PolicyError("label must be a mapping or a string", field=lf, value=item)
+            lbl = check_mapping(item, lf, ("key", "value", "source"))
+            key = opt_str(lbl, "key", lf)
+            if not key:
+                raise PolicyError("Required value: label key", field=f"{lf}.key", value=key)
+            source = opt_str(lbl, "source", lf) or SOURCE_UNSPEC
+            labels.append(Label(source, key, opt_str(lbl, "value", lf) or ""))
         kw["labels"] = tuple(labels)
         kw["description"] = opt_str(d, "description", field)
         if d.get("enableDefaultDeny") is not None:
-            edd = check_mapping(d["enableDefaultDeny"], f"{field}.enableDefaultDeny", ("ingress", "egress"))
-            kw["enable_default_deny_ingress"] = opt_bool(edd, "ingress", f"{field}.enableDefaultDeny")
-            kw["enable_default_deny_egress"] = opt_bool(edd, "egress", f"{field}.enableDefaultDeny")
+            ef = f"{field}.enableDefaultDeny"
+            edd = check_mapping(d["enableDefaultDeny"], ef, ("ingress", "egress"))
+            kw["enable_default_deny_ingress"] = opt_bool(edd, "ingress", ef)
+            kw["enable_default_deny_egress"] = opt_bool(edd, "egress", ef)
         if d.get("log") is not None:
             log = check_mapping(d["log"], f"{field}.log", ("value",))
-            value = log.get("value", "")
-            if not isinstance(value, str) or len(value) > 32 or not value.isprintable():
-                raise PolicyError("log value must be at most 32 printable characters", field=f"{field}.log.value", value=value)
+            value = opt_str(log, "value", f"{field}.log") or ""
+            if len(value) > 32 or any(unicodedata.category(c)[0] == "C" for c in value):
+                raise PolicyError(
+                    "log value must be at most 32 printable characters",
+                    field=f"{field}.log.value",
+                    value=value,
+                )
             kw["log"] = value
         return cls(**kw)
 
@@ -908,8 +1154,10 @@ class Rule:
         return bool(self.rules_for(direction, False) or self.rules_for(direction, True))
 
     def default_deny(self, direction: Direction) -> bool:
-        """``enableDefaultDeny`` for ``direction``; omitted means true when the rule has rules there."""
-        explicit = self.enable_default_deny_ingress if direction == Direction.INGRESS else self.enable_default_deny_egress
+        """``enableDefaultDeny`` for ``direction``; omitted: true when the rule has rules there."""
+        explicit = (
+            self.enable_default_deny_ingress if direction == Direction.INGRESS else self.enable_default_deny_egress
+        )
         if explicit is not None:
             return explicit
         return self.has_direction(direction)
@@ -919,23 +1167,55 @@ def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
-def _metadata(data: Mapping[str, Any], namespaced: bool) -> tuple[str, str, dict[str, str], dict[str, str]]:
-    meta = data.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise PolicyError("metadata must be a mapping", field="metadata", value=meta)
-    name = validate_name(meta.get("name"), "metadata.name")
+_OBJECT_META_FIELDS = (
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+)
+
+
+def _metadata(
+    data: Mapping[str, Any], namespaced: bool, *, dns1035: bool = False
+) -> tuple[str, str, dict[str, str], dict[str, str]]:
+    """``(name, namespace, labels, annotations)`` of an object's validated ``metadata``.
+
+    A namespaced object without a namespace lands in ``default``, as ``kubectl apply``
+    without ``-n`` does.
+    """
+    if data.get("metadata") is None:
+        raise PolicyError("Required value: metadata", field="metadata", value=None)
+    meta = check_mapping(data["metadata"], "metadata", _OBJECT_META_FIELDS)
+    name = validate_name(meta.get("name"), "metadata.name", dns1035=dns1035)
     ns = ""
     if namespaced:
-        ns_raw = meta.get("namespace", "default") or "default"
+        ns_raw = meta.get("namespace") or "default"
         ns = validate_name(ns_raw, "metadata.namespace", label=True)
     elif meta.get("namespace"):
-        raise PolicyError("cluster-scoped object must not have a namespace", field="metadata.namespace", value=meta.get("namespace"))
+        raise PolicyError(
+            "a cluster-scoped object has no namespace",
+            field="metadata.namespace",
+            value=meta.get("namespace"),
+        )
     labels = normalize_label_mapping(meta.get("labels"), "metadata.labels")
-    annotations = normalize_label_mapping(meta.get("annotations"), "metadata.annotations")
+    annotations = normalize_annotations(meta.get("annotations"), "metadata.annotations")
     return name, ns, labels, annotations
 
 
-def _metadata_out(name: str, namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str]) -> dict[str, Any]:
+def _metadata_out(
+    name: str, namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str]
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
@@ -958,8 +1238,8 @@ class CiliumNetworkPolicy:
     namespace: str = "default"
     spec: Rule | None = None
     specs: tuple[Rule, ...] | None = None
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> CiliumNetworkPolicy:
@@ -989,8 +1269,8 @@ class CiliumClusterwideNetworkPolicy:
     name: str
     spec: Rule | None = None
     specs: tuple[Rule, ...] | None = None
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> CiliumClusterwideNetworkPolicy:
@@ -1028,14 +1308,23 @@ def _rule_paths(spec: Rule | None, specs: tuple[Rule, ...] | None) -> list[tuple
 def _parse_cilium_policy(data: Mapping[str, Any], namespaced: bool) -> dict[str, Any]:
     check_mapping(data, "", _TOP_LEVEL)
     name, ns, labels, annotations = _metadata(data, namespaced)
-    spec = Rule.from_manifest(data["spec"], "spec") if data.get("spec") is not None else None
+    if data.get("spec") is None and data.get("specs") is None:
+        raise PolicyError("spec or specs must be provided", field="spec", value=None)
+    spec = None
+    if data.get("spec") is not None:
+        spec = Rule.from_manifest(data["spec"], "spec", namespaced=namespaced)
     specs_raw = opt_list(data, "specs", "")
     specs = None
     if specs_raw is not None:
-        specs = tuple(Rule.from_manifest(s, f"specs[{i}]") for i, s in enumerate(specs_raw))
-    if spec is None and not specs:
-        raise PolicyError("policy must have a spec or specs", field="spec", value=None)
-    return {"name": name, "namespace": ns, "spec": spec, "specs": specs, "labels": labels, "annotations": annotations}
+        specs = tuple(Rule.from_manifest(s, f"specs[{i}]", namespaced=namespaced) for i, s in enumerate(specs_raw))
+    return {
+        "name": name,
+        "namespace": ns,
+        "spec": spec,
+        "specs": specs,
+        "labels": labels,
+        "annotations": annotations,
+    }
 
 
 def _cilium_policy_out(pol: CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy, ns: str) -> dict[str, Any]:
@@ -1053,26 +1342,43 @@ def _cilium_policy_out(pol: CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy
 
 # --------------------------------------------------------------------------------------
 # Kubernetes NetworkPolicy
+_K8S_CIDR_MSG = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
+
+
+def _k8s_cidr(value: Any, field: str) -> IPNetwork:
+    if not isinstance(value, str) or "/" not in value:
+        raise PolicyError(_K8S_CIDR_MSG, field=field, value=value)
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise PolicyError(_K8S_CIDR_MSG, field=field, value=value) from None
+
+
 @attrs.frozen
 class IPBlock:
+    """A NetworkPolicy ``ipBlock``: ``cidr`` with ``except`` holes (strict subsets)."""
+
     cidr: str
     except_: tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> IPBlock:
+        """Parse and validate as the API server does (``ValidateIPBlock``)."""
         d = check_mapping(data, field, ("cidr", "except"))
         cidr = d.get("cidr")
-        if not isinstance(cidr, str) or "/" not in cidr:
-            raise PolicyError("ipBlock.cidr must be a CIDR", field=f"{field}.cidr", value=cidr)
-        net = parse_network(cidr, f"{field}.cidr")
+        if cidr is None or cidr == "":
+            raise PolicyError("Required value", field=f"{field}.cidr", value=cidr)
+        net = _k8s_cidr(cidr, f"{field}.cidr")
         excepts = opt_list(d, "except", field) or []
         for i, e in enumerate(excepts):
-            enet = parse_network(e, f"{field}.except[{i}]")
-            if enet.version != net.version or not enet.subnet_of(net) or enet == net:  # type: ignore[arg-type]
-                raise PolicyError("except must be a strict subset of cidr", field=f"{field}.except[{i}]", value=e)
-        return cls(cidr, tuple(str(e) for e in excepts))
+            ef = f"{field}.except[{i}]"
+            enet = _k8s_cidr(e, ef)
+            if enet.version != net.version or enet.network_address not in net or enet.prefixlen <= net.prefixlen:
+                raise PolicyError("must be a strict subset of `cidr`", field=ef, value=e)
+        return cls(cidr, tuple(excepts))
 
     def to_manifest(self) -> dict[str, Any]:
+        """The block as written in a manifest."""
         out: dict[str, Any] = {"cidr": self.cidr}
         if self.except_:
             out["except"] = list(self.except_)
@@ -1081,23 +1387,35 @@ class IPBlock:
 
 @attrs.frozen
 class NetworkPolicyPeer:
+    """One ``from``/``to`` peer: pod and/or namespace selector, or an ``ipBlock``."""
+
     pod_selector: EndpointSelector | None = None
     namespace_selector: EndpointSelector | None = None
     ip_block: IPBlock | None = None
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> NetworkPolicyPeer:
+        """Parse and validate as the API server does (``ValidateNetworkPolicyPeer``)."""
         d = check_mapping(data, field, ("podSelector", "namespaceSelector", "ipBlock"))
-        pod = EndpointSelector.from_manifest(d["podSelector"], f"{field}.podSelector") if "podSelector" in d else None
-        nss = EndpointSelector.from_manifest(d["namespaceSelector"], f"{field}.namespaceSelector") if "namespaceSelector" in d else None
-        ipb = IPBlock.from_manifest(d["ipBlock"], f"{field}.ipBlock") if d.get("ipBlock") is not None else None
-        if ipb is not None and (pod is not None or nss is not None):
-            raise PolicyError("may not specify both ipBlock and another peer", field=f"{field}.ipBlock", value=d["ipBlock"])
+        pod = nss = ipb = None
+        if d.get("podSelector") is not None:
+            pod = EndpointSelector.from_manifest(d["podSelector"], f"{field}.podSelector")
+        if d.get("namespaceSelector") is not None:
+            nss = EndpointSelector.from_manifest(d["namespaceSelector"], f"{field}.namespaceSelector")
+        if d.get("ipBlock") is not None:
+            ipb = IPBlock.from_manifest(d["ipBlock"], f"{field}.ipBlock")
         if ipb is None and pod is None and nss is None:
-            raise PolicyError("must specify a peer", field=field, value=dict(d))
+            raise PolicyError("Required value: must specify a peer", field=field, value=dict(d))
+        if ipb is not None and (pod is not None or nss is not None):
+            raise PolicyError(
+                "Forbidden: may not specify both ipBlock and another peer",
+                field=field,
+                value=dict(d),
+            )
         return cls(pod, nss, ipb)
 
     def to_manifest(self) -> dict[str, Any]:
+        """The peer as written in a manifest."""
         out: dict[str, Any] = {}
         if self.pod_selector is not None:
             out["podSelector"] = self.pod_selector.to_manifest()
@@ -1108,40 +1426,73 @@ class NetworkPolicyPeer:
         return out
 
 
+def _k8s_port_name_error(name: str) -> str | None:
+    """Why ``name`` is not a valid Kubernetes port name (``IsValidPortName``), or None."""
+    if len(name) > 15:
+        return "must be no more than 15 characters"
+    if not re.fullmatch(r"[-a-z0-9]+", name):
+        return "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+    if not re.search("[a-z]", name):
+        return "must contain at least one letter (a-z)"
+    if "--" in name:
+        return "must not contain consecutive hyphens"
+    if name.startswith("-") or name.endswith("-"):
+        return "must not begin or end with a hyphen"
+    return None
+
+
 @attrs.frozen
 class NetworkPolicyPort:
+    """One ``ports`` item: protocol (default TCP), port number or name, ``endPort``."""
+
     protocol: str = "TCP"
     port: int | str | None = None
     end_port: int | None = None
 
     @classmethod
     def from_manifest(cls, data: Any, field: str) -> NetworkPolicyPort:
+        """Parse and validate as the API server does (``ValidateNetworkPolicyPort``)."""
         d = check_mapping(data, field, ("protocol", "port", "endPort"))
-        proto = d.get("protocol", "TCP") or "TCP"
+        proto = d.get("protocol")
+        if proto is None:
+            proto = "TCP"
         if proto not in ("TCP", "UDP", "SCTP"):
-            raise PolicyError("protocol must be TCP, UDP or SCTP", field=f"{field}.protocol", value=proto)
+            raise PolicyError(
+                'Unsupported value: supported values: "SCTP", "TCP", "UDP"',
+                field=f"{field}.protocol",
+                value=proto,
+            )
         port = d.get("port")
-        if port is not None:
-            if isinstance(port, bool):
-                raise PolicyError("port must be a number or a name", field=f"{field}.port", value=port)
-            if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
-                port = int(port)
-                if not 1 <= port <= 65535:
-                    raise PolicyError("port must be within 1..65535", field=f"{field}.port", value=d.get("port"))
-            elif isinstance(port, str):
-                if len(port) > 15 or not _PORT_NAME_RE.match(port) or not re.search("[a-z]", port):
-                    raise PolicyError("invalid port name", field=f"{field}.port", value=port)
-            else:
-                raise PolicyError("port must be a number or a name", field=f"{field}.port", value=port)
+        pf = f"{field}.port"
+        if isinstance(port, bool) or not isinstance(port, int | str | None):
+            raise PolicyError("must be of type integer or string", field=pf, value=port)
+        if isinstance(port, int) and not 1 <= port <= 65535:
+            raise PolicyError("must be between 1 and 65535, inclusive", field=pf, value=port)
+        if isinstance(port, str):
+            why = _k8s_port_name_error(port)
+            if why is not None:
+                raise PolicyError(why, field=pf, value=port)
         end = d.get("endPort")
+        ef = f"{field}.endPort"
         if end is not None:
-            if not isinstance(port, int):
-                raise PolicyError("endPort requires a numeric port", field=f"{field}.endPort", value=end)
-            if isinstance(end, bool) or not isinstance(end, int) or not port <= end <= 65535:
-                raise PolicyError("endPort must be within port..65535", field=f"{field}.endPort", value=end)
+            if isinstance(end, bool) or not isinstance(end, int):
+                raise PolicyError("must be of type integer", field=ef, value=end)
+            if port is None:
+                raise PolicyError(
+                    "Required value: must be specified when `endPort` is specified",
+                    field=pf,
+                    value=None,
+                )
+            if isinstance(port, str):
+                raise PolicyError("may not be specified when `port` is non-numeric", field=ef, value=end)
+            if end < port:
+                raise PolicyError("must be greater than or equal to `port`", field=ef, value=end)
+            if end > 65535:
+                raise PolicyError("must be between 1 and 65535, inclusive", field=ef, value=end)
         return cls(proto, port, end)
 
     def to_manifest(self) -> dict[str, Any]:
+        """The port as written in a manifest."""
         out: dict[str, Any] = {"protocol": self.protocol}
         if self.port is not None:
             out["port"] = self.port
@@ -1159,13 +1510,15 @@ class NetworkPolicyRule:
 
     @classmethod
     def from_manifest(cls, data: Any, field: str, direction: Direction) -> NetworkPolicyRule:
+        """Parse one rule; an empty ``from``/``to`` or ``ports`` list means "all", as absent."""
         peer_key = "from" if direction == Direction.INGRESS else "to"
         d = check_mapping(data, field, (peer_key, "ports"))
         peers = parse_list(d, peer_key, field, NetworkPolicyPeer.from_manifest)
         ports = parse_list(d, "ports", field, NetworkPolicyPort.from_manifest)
-        return cls(peers or None if peers == () else peers, ports or None if ports == () else ports)
+        return cls(peers or None, ports or None)
 
     def to_manifest(self, direction: Direction) -> dict[str, Any]:
+        """The rule as written in a manifest."""
         out: dict[str, Any] = {}
         if self.peers is not None:
             out["from" if direction == Direction.INGRESS else "to"] = [p.to_manifest() for p in self.peers]
@@ -1185,30 +1538,42 @@ class NetworkPolicy:
     ingress: tuple[NetworkPolicyRule, ...] | None = None
     egress: tuple[NetworkPolicyRule, ...] | None = None
     policy_types: tuple[str, ...] | None = None
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
+    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> NetworkPolicy:
+        """Parse and validate as the API server does."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, ns, labels, annotations = _metadata(data, True)
         spec = check_mapping(data.get("spec"), "spec", ("podSelector", "ingress", "egress", "policyTypes"))
-        if "podSelector" not in spec:
-            raise PolicyError("podSelector is required", field="spec.podSelector", value=None)
-        pod = EndpointSelector.from_manifest(spec.get("podSelector"), "spec.podSelector")
+        if spec.get("podSelector") is None:
+            raise PolicyError(
+                "Required value: podSelector ({} selects every pod of the namespace)",
+                field="spec.podSelector",
+                value=None,
+            )
+        pod = EndpointSelector.from_manifest(spec["podSelector"], "spec.podSelector")
         ing = opt_list(spec, "ingress", "spec")
         egr = opt_list(spec, "egress", "spec")
-        ingress = None if ing is None else tuple(
-            NetworkPolicyRule.from_manifest(r, f"spec.ingress[{i}]", Direction.INGRESS) for i, r in enumerate(ing)
-        )
-        egress = None if egr is None else tuple(
-            NetworkPolicyRule.from_manifest(r, f"spec.egress[{i}]", Direction.EGRESS) for i, r in enumerate(egr)
-        )
+        ingress = None
+        if ing is not None:
+            ingress = tuple(
+                NetworkPolicyRule.from_manifest(r, f"spec.ingress[{i}]", Direction.INGRESS) for i, r in enumerate(ing)
+            )
+        egress = None
+        if egr is not None:
+            egress = tuple(
+                NetworkPolicyRule.from_manifest(r, f"spec.egress[{i}]", Direction.EGRESS) for i, r in enumerate(egr)
+            )
         types = opt_list(spec, "policyTypes", "spec")
-        if types is not None:
-            for i, t in enumerate(types):
-                if t not in ("Ingress", "Egress"):
-                    raise PolicyError("policyTypes must be Ingress or Egress", field=f"spec.policyTypes[{i}]", value=t)
+        for i, t in enumerate(types or ()):
+            if t not in ("Ingress", "Egress"):
+                raise PolicyError(
+                    'Unsupported value: supported values: "Ingress", "Egress"',
+                    field=f"spec.policyTypes[{i}]",
+                    value=t,
+                )
         return cls(
             name=name,
             namespace=ns,
@@ -1236,11 +1601,20 @@ class NetworkPolicy:
         }
 
     def effective_types(self) -> tuple[Direction, ...]:
-        """Directions this policy isolates (Kubernetes defaulting of ``policyTypes``)."""
-        if self.policy_types is not None:
-            return tuple(Direction.INGRESS if t == "Ingress" else Direction.EGRESS for t in self.policy_types)
-        out = [Direction.INGRESS]
-        if self.egress is not None:
+        """Directions the policy enforces in Cilium (default deny plus its allows).
+
+        The API server defaults an empty ``policyTypes`` to ``Ingress`` plus ``Egress``
+        when ``egress`` has rules. Cilium's ``ParseNetworkPolicy`` (pkg/k8s/network_policy.go)
+        then enforces every direction that has rules *and* the listed types: a direction
+        with rules is enforced even when ``policyTypes`` leaves it out.
+        """
+        types = self.policy_types
+        if not types:
+            types = ("Ingress", "Egress") if self.egress else ("Ingress",)
+        out = []
+        if self.ingress or "Ingress" in types:
+            out.append(Direction.INGRESS)
+        if self.egress or "Egress" in types:
             out.append(Direction.EGRESS)
         return tuple(out)
 
@@ -1257,7 +1631,7 @@ class Namespace:
 
     KIND: ClassVar[str] = "Namespace"
     name: str
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Namespace:
@@ -1308,9 +1682,9 @@ class Endpoint:
     KIND: ClassVar[str] = "Pod"
     namespace: str
     name: str
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
     ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
-    ports: tuple[ContainerPort, ...] = attrs.field(default=(), converter=tuple)
+    ports: tuple[ContainerPort, ...] = attrs.field(default=(), converter=_container_ports)
     service_account: str = "default"
     node: str | None = None
     host_network: bool = False
@@ -1321,7 +1695,7 @@ class Endpoint:
         name, ns, labels, _ = _metadata(data, True)
         spec = data.get("spec") or {}
         if not isinstance(spec, Mapping):
-            raise PolicyError("spec must be a mapping", field="spec", value=spec)
+            raise PolicyError("must be of type object", field="spec", value=spec)
         ports: list[ContainerPort] = []
         for ci, c in enumerate(spec.get("containers") or []):
             if not isinstance(c, Mapping):
@@ -1360,7 +1734,11 @@ class Endpoint:
         container: dict[str, Any] = {"name": "app", "image": "registry.k8s.io/pause:3.9"}
         if self.ports:
             container["ports"] = [
-                {**({"name": p.name} if p.name else {}), "containerPort": p.port, "protocol": p.protocol}
+                {
+                    **({"name": p.name} if p.name else {}),
+                    "containerPort": p.port,
+                    "protocol": p.protocol,
+                }
                 for p in self.ports
             ]
         spec: dict[str, Any] = {"containers": [container]}
@@ -1377,7 +1755,10 @@ class Endpoint:
             "spec": spec,
         }
         if self.ips:
-            out["status"] = {"podIP": str(self.ips[0]), "podIPs": [{"ip": str(ip)} for ip in self.ips]}
+            out["status"] = {
+                "podIP": str(self.ips[0]),
+                "podIPs": [{"ip": str(ip)} for ip in self.ips],
+            }
         return out
 
     @property
@@ -1404,7 +1785,7 @@ class Node:
 
     KIND: ClassVar[str] = "Node"
     name: str
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
     ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
 
     @classmethod
@@ -1419,7 +1800,11 @@ class Node:
         return cls(name=name, labels=labels, ips=tuple(ips))
 
     def to_manifest(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": _metadata_out(self.name, "", self.labels, {})}
+        out: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": _metadata_out(self.name, "", self.labels, {}),
+        }
         if self.ips:
             out["status"] = {"addresses": [{"type": "InternalIP", "address": str(ip)} for ip in self.ips]}
         return out
@@ -1443,16 +1828,16 @@ class Service:
     selector: Mapping[str, str] | None = attrs.field(default=None, hash=False)
     ports: tuple[ServicePort, ...] = ()
     cluster_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())), hash=False)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
     backend_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Service:
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
-        name, ns, labels, _ = _metadata(data, True)
+        name, ns, labels, _ = _metadata(data, True, dns1035=True)
         spec = data.get("spec") or {}
         if not isinstance(spec, Mapping):
-            raise PolicyError("spec must be a mapping", field="spec", value=spec)
+            raise PolicyError("must be of type object", field="spec", value=spec)
         sel = spec.get("selector")
         selector = normalize_label_mapping(sel, "spec.selector") if sel is not None else None
         ports = []
@@ -1460,11 +1845,29 @@ class Service:
             pf = f"spec.ports[{i}]"
             if not isinstance(p, Mapping) or isinstance(p.get("port"), bool) or not isinstance(p.get("port"), int):
                 raise PolicyError("port must be an integer", field=f"{pf}.port", value=p)
-            ports.append(ServicePort(int(p["port"]), p.get("targetPort"), p.get("protocol", "TCP") or "TCP", p.get("name")))
-        ips = [ip for ip in (spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])) if ip != "None"]
+            ports.append(
+                ServicePort(
+                    int(p["port"]),
+                    p.get("targetPort"),
+                    p.get("protocol", "TCP") or "TCP",
+                    p.get("name"),
+                )
+            )
+        ips = [
+            ip
+            for ip in (spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+            if ip != "None"
+        ]
         for i, ip in enumerate(ips):
             _check_ip(ip, f"spec.clusterIPs[{i}]")
-        return cls(name=name, namespace=ns, selector=selector, ports=tuple(ports), cluster_ips=tuple(ips), labels=labels)
+        return cls(
+            name=name,
+            namespace=ns,
+            selector=selector,
+            ports=tuple(ports),
+            cluster_ips=tuple(ips),
+            labels=labels,
+        )
 
     def to_manifest(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
@@ -1505,6 +1908,15 @@ KINDS: dict[str, Any] = {
     "Node": Node,
     "Service": Service,
 }
+MODEL_TYPES: tuple[type[ModelObject], ...] = (
+    CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy,
+    NetworkPolicy,
+    Namespace,
+    Endpoint,
+    Node,
+    Service,
+)
 API_VERSIONS: dict[str, tuple[str, ...]] = {
     "CiliumNetworkPolicy": ("cilium.io/v2",),
     "CiliumClusterwideNetworkPolicy": ("cilium.io/v2",),

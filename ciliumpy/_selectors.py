@@ -7,13 +7,18 @@ and matches labels of every source (pkg/policy/api/selector.go).
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from ._labels import SOURCE_ANY, LabelSet, split_source
+from ._labels import (
+    SOURCE_ANY,
+    LabelSet,
+    split_source,
+    validate_label_key,
+    validate_label_value,
+)
 from .exceptions import PolicyError
 
 __all__ = ["EndpointSelector", "Operator", "Requirement"]
@@ -28,33 +33,10 @@ class Operator(enum.Enum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-_NAME_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-def validate_label_key(key: str, field: str) -> None:
-    """Kubernetes qualified-name rules for a label key (after its Cilium source)."""
+def validate_selector_key(key: str, field: str) -> None:
+    """A selector key: an optional Cilium source (``k8s:``) and a Kubernetes label key."""
     _, bare = split_source(key)
-    prefix, slash, name = bare.rpartition("/")
-    if not name or len(name) > 63 or not _NAME_RE.match(name):
-        raise PolicyError(
-            "invalid label key: name part must be 1-63 characters of [A-Za-z0-9-_.] "
-            "starting and ending with an alphanumeric",
-            field=field,
-            value=key,
-        )
-    if slash and (not prefix or len(prefix) > 253 or not _PREFIX_RE.match(prefix)):
-        raise PolicyError("invalid label key prefix: must be a DNS subdomain", field=field, value=key)
-
-
-def validate_label_value(value: str, field: str) -> None:
-    if len(value) > 63 or not _NAME_RE.match(value):
-        raise PolicyError(
-            "invalid label value: at most 63 characters of [A-Za-z0-9-_.] starting and "
-            "ending with an alphanumeric",
-            field=field,
-            value=value,
-        )
+    validate_label_key(bare, field)
 
 
 @attrs.frozen(order=True)
@@ -67,6 +49,7 @@ class Requirement:
     values: tuple[str, ...] = ()
 
     def matches(self, labels: LabelSet) -> bool:
+        """Whether ``labels`` satisfy this requirement."""
         op = self.operator
         if op is Operator.EXISTS:
             return labels.has_key(self.key, self.source)
@@ -78,6 +61,7 @@ class Requirement:
 
     @property
     def qualified_key(self) -> str:
+        """The key as written in a selector: ``k8s:app``, or ``app`` for the ``any`` source."""
         return self.key if self.source == SOURCE_ANY else f"{self.source}:{self.key}"
 
     def __str__(self) -> str:
@@ -91,6 +75,16 @@ class Requirement:
         return f"{self.qualified_key} {op} ({','.join(self.values)})"
 
 
+def _sorted_items(
+    items: Iterable[tuple[str, str]] | Mapping[str, str],
+) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dict(items).items()))
+
+
+def _requirements(items: Iterable[Requirement]) -> tuple[Requirement, ...]:
+    return tuple(items)
+
+
 @attrs.frozen
 class EndpointSelector:
     """A Kubernetes label selector as written in a manifest.
@@ -100,16 +94,12 @@ class EndpointSelector:
     selector selects everything.
     """
 
-    match_labels: tuple[tuple[str, str], ...] = attrs.field(
-        default=(), converter=lambda items: tuple(sorted(dict(items).items()))
-    )
-    match_expressions: tuple[Requirement, ...] = attrs.field(default=(), converter=tuple)
+    match_labels: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_sorted_items)
+    match_expressions: tuple[Requirement, ...] = attrs.field(default=(), converter=_requirements)
     requirements: tuple[Requirement, ...] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        reqs = [
-            Requirement(*split_source(k), Operator.IN, (v,)) for k, v in self.match_labels
-        ]
+        reqs = [Requirement(*split_source(k), Operator.IN, (v,)) for k, v in self.match_labels]
         reqs.extend(self.match_expressions)
         object.__setattr__(self, "requirements", tuple(sorted(set(reqs))))
 
@@ -132,29 +122,31 @@ class EndpointSelector:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise PolicyError("selector must be a mapping", field=field, value=data)
-        unknown = set(data) - {"matchLabels", "matchExpressions"}
-        if unknown:
-            bad = sorted(unknown)[0]
-            raise PolicyError("unknown field", field=f"{field}.{bad}", value=data[bad])
-        labels_raw = data.get("matchLabels") or {}
+            raise PolicyError("must be of type object", field=field, value=data)
+        for key in data:
+            if key not in ("matchLabels", "matchExpressions"):
+                raise PolicyError(f'unknown field "{key}"', field=f"{field}.{key}", value=data[key])
+        labels_raw = data.get("matchLabels")
+        if labels_raw is None:
+            labels_raw = {}
         if not isinstance(labels_raw, Mapping):
-            raise PolicyError("matchLabels must be a mapping", field=f"{field}.matchLabels", value=labels_raw)
+            raise PolicyError(
+                "must be of type object", field=f"{field}.matchLabels", value=labels_raw
+            )
         labels: list[tuple[str, str]] = []
         for k, v in labels_raw.items():
             kf = f"{field}.matchLabels.{k}"
             if not isinstance(k, str):
-                raise PolicyError("label key must be a string", field=kf, value=k)
-            validate_label_key(k, kf)
-            if v is None:
-                v = ""
-            if isinstance(v, bool) or not isinstance(v, str | int | float):
-                raise PolicyError("label value must be a string", field=kf, value=v)
-            validate_label_value(str(v), kf)
-            labels.append((k, str(v)))
-        exprs_raw = data.get("matchExpressions") or []
+                raise PolicyError("label key must be of type string", field=kf, value=k)
+            validate_selector_key(k, kf)
+            labels.append((k, validate_label_value(v, kf)))
+        exprs_raw = data.get("matchExpressions")
+        if exprs_raw is None:
+            exprs_raw = []
         if not isinstance(exprs_raw, list):
-            raise PolicyError("matchExpressions must be a list", field=f"{field}.matchExpressions", value=exprs_raw)
+            raise PolicyError(
+                "must be of type array", field=f"{field}.matchExpressions", value=exprs_raw
+            )
         exprs: list[Requirement] = []
         for i, item in enumerate(exprs_raw):
             ef = f"{field}.matchExpressions[{i}]"
@@ -162,6 +154,7 @@ class EndpointSelector:
         return cls(tuple(labels), tuple(exprs))
 
     def to_manifest(self) -> dict[str, Any]:
+        """The selector as written in a manifest."""
         out: dict[str, Any] = {}
         if self.match_labels:
             out["matchLabels"] = dict(self.match_labels)
@@ -177,22 +170,28 @@ class EndpointSelector:
 
     @property
     def is_wildcard(self) -> bool:
+        """Whether the selector has no requirement (selects everything)."""
         return not self.requirements
 
     def matches(self, labels: LabelSet) -> bool:
+        """Whether every requirement holds for ``labels``."""
         return all(req.matches(labels) for req in self.requirements)
 
     def mentions_key(self, key: str, sources: Iterable[str] = ("k8s", SOURCE_ANY)) -> bool:
+        """Whether a requirement names ``key`` with one of ``sources``."""
         srcs = set(sources)
         return any(r.key == key and r.source in srcs for r in self.requirements)
 
     def mentions_key_prefix(self, prefix: str) -> bool:
+        """Whether a requirement's key starts with ``prefix``."""
         return any(r.key.startswith(prefix) for r in self.requirements)
 
     def has_source(self, source: str) -> bool:
+        """Whether a requirement uses a key of ``source`` (e.g. ``reserved``)."""
         return any(r.source == source for r in self.requirements)
 
     def with_requirement(self, req: Requirement) -> EndpointSelector:
+        """A copy with ``req`` added to the match expressions."""
         return EndpointSelector(self.match_labels, (*self.match_expressions, req))
 
     def __str__(self) -> str:
@@ -203,15 +202,14 @@ class EndpointSelector:
 
 def _parse_expression(item: Any, field: str) -> Requirement:
     if not isinstance(item, Mapping):
-        raise PolicyError("match expression must be a mapping", field=field, value=item)
-    unknown = set(item) - {"key", "operator", "values"}
-    if unknown:
-        bad = sorted(unknown)[0]
-        raise PolicyError("unknown field", field=f"{field}.{bad}", value=item[bad])
+        raise PolicyError("must be of type object", field=field, value=item)
+    for k in item:
+        if k not in ("key", "operator", "values"):
+            raise PolicyError(f'unknown field "{k}"', field=f"{field}.{k}", value=item[k])
     key = item.get("key")
     if not isinstance(key, str) or not key:
         raise PolicyError("key must be a non-empty string", field=f"{field}.key", value=key)
-    validate_label_key(key, f"{field}.key")
+    validate_selector_key(key, f"{field}.key")
     op_raw = item.get("operator")
     try:
         op = Operator(op_raw)
@@ -229,15 +227,15 @@ def _parse_expression(item: Any, field: str) -> Requirement:
                 field=f"{field}.values",
                 value=values,
             )
-        for j, v in enumerate(values):
-            if not isinstance(v, str | int | float) or isinstance(v, bool):
-                raise PolicyError("value must be a string", field=f"{field}.values[{j}]", value=v)
-            validate_label_value(str(v), f"{field}.values[{j}]")
-        vals = tuple(sorted({str(v) for v in values}))
+        vals = tuple(
+            sorted({validate_label_value(v, f"{field}.values[{j}]") for j, v in enumerate(values)})
+        )
     else:
         if values:
             raise PolicyError(
-                f"values must be empty for operator {op.value}", field=f"{field}.values", value=values
+                f"values must be empty for operator {op.value}",
+                field=f"{field}.values",
+                value=values,
             )
         vals = ()
     src, bare = split_source(key)
