@@ -589,13 +589,13 @@ class Cluster:
                     out.append(endpoint_selector_for_peer(s, kind, ns, cluster))
         if pr.cidr is not None:
             given = True
-            out.extend(cidr_selector(parse_network(c, "cidr")) for c in pr.cidr)
+            out.extend(cidr_selector(parse_network(c, "cidr"), (), self.config.dual_stack) for c in pr.cidr)
         if pr.cidr_set is not None:
             given = True
             for cr in pr.cidr_set:
                 net = cr.network
                 if net is not None:
-                    out.append(cidr_selector(net, cr.excepts))
+                    out.append(cidr_selector(net, cr.excepts, self.config.dual_stack))
         if pr.entities is not None:
             given = True
             for ent in pr.entities:

@@ -67,6 +67,7 @@ class PeerSelector:
     excepts: tuple[IPNetwork, ...] = ()
     wildcard: bool = False
     nothing: bool = False
+    world_key: str = ""
     text: str = attrs.field(default="", eq=False, order=False)
 
     @classmethod
@@ -80,7 +81,7 @@ class PeerSelector:
         if self.nothing:
             return False
         if self.cidr is not None:
-            return _cidr_selects(self.cidr, self.excepts, ident)
+            return _cidr_selects(self.cidr, self.excepts, self.world_key, ident)
         return all(r.matches(ident.labels) for r in self.requirements)
 
     def __str__(self) -> str:
@@ -94,19 +95,18 @@ class PeerSelector:
         return self.text or "{}"
 
 
-_WORLD_KEYS = {4: ("world", "world-ipv4"), 6: ("world", "world-ipv6")}
-
-
-def _cidr_selects(net: IPNetwork, excepts: tuple[IPNetwork, ...], ident: Identity) -> bool:
-    if ident.cidr is not None:
-        own = ident.cidr
-        if own.version != net.version or not own.subnet_of(net):  # type: ignore[arg-type]
-            return False
-        return not any(own.version == e.version and own.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
+def _cidr_selects(net: IPNetwork, excepts: tuple[IPNetwork, ...], world_key: str, ident: Identity) -> bool:
+    own = ident.cidr
     if net.prefixlen == 0:
-        # 0.0.0.0/0 and ::/0 are represented by the world label of their family.
-        return any(ident.labels.has_key(k, SOURCE_RESERVED) for k in _WORLD_KEYS[net.version])
-    return False
+        # 0.0.0.0/0 and ::/0 are represented by a world label: reserved:world in
+        # single-stack, reserved:world-ipv4/-ipv6 in dual-stack (pkg/policy/types/selector.go).
+        if not ident.labels.has_key(world_key or "world", SOURCE_RESERVED):
+            return False
+    elif own is None or own.version != net.version or not own.subnet_of(net):  # type: ignore[arg-type]
+        return False
+    if own is None:
+        return True
+    return not any(own.version == e.version and own.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
 
 
 class SelectorCache:
@@ -731,8 +731,12 @@ def entity_selectors(entity: str, cluster: str) -> list[PeerSelector]:
     return [_reserved(entity)]
 
 
-def cidr_selector(net: IPNetwork, excepts: Sequence[IPNetwork] = ()) -> PeerSelector:
-    return PeerSelector(cidr=net, excepts=tuple(sorted(excepts, key=str)))
+def cidr_selector(net: IPNetwork, excepts: Sequence[IPNetwork] = (), dual_stack: bool = False) -> PeerSelector:
+    """A CIDR peer; a /0 prefix stands for the world label of the stack mode."""
+    world = ""
+    if net.prefixlen == 0:
+        world = ("world-ipv4" if net.version == 4 else "world-ipv6") if dual_stack else "world"
+    return PeerSelector(cidr=net, excepts=tuple(sorted(excepts, key=str)), world_key=world)
 
 
 def fqdn_selector(label_key: str) -> PeerSelector:
