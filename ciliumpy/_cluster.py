@@ -920,6 +920,7 @@ class Cluster:
             egress=egress,
             ingress=ingress,
             request=request,
+            time=self.clock.now(),
         )
 
     def _hook(self, res: DatapathResult, packet: Packet, request: Any) -> HookVerdict:

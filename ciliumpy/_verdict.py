@@ -104,6 +104,7 @@ class Verdict:
     notes: tuple[str, ...] = ()
     failure: str | None = None  # set when the flow could not start (e.g. DNS lookup failed)
     dns: Any = None  # the Resolution that preceded the connection, for hostname checks
+    time: float | None = None  # when the packet was evaluated (the cluster's clock)
 
     # -- headline fields -----------------------------------------------------------------
     @property
@@ -257,6 +258,13 @@ class Verdict:
 
     def _accepts(self, hook: HookVerdict) -> Sequence[str]:
         return hook.accepts
+
+    def to_hubble(self, *, node_name: str = "ciliumpy") -> list[dict[str, Any]]:
+        """The Hubble flows of this decision (policy-verdict, drop and L7 events), as dicts
+        in the field order and naming of ``hubble observe -o json``."""
+        from ._flow import verdict_flows
+
+        return verdict_flows(self, node_name=node_name)
 
     def __str__(self) -> str:
         return self.explain().splitlines()[0]
