@@ -22,6 +22,7 @@ from ciliumpy._fqdn import (
     dns_allow_regex,
     dns_name_allowed,
     go_quote,
+    is_dns_wildcard,
     normalize_name,
     validate_match_name,
     validate_match_pattern,
@@ -507,6 +508,15 @@ class DNSRule:
 L7Rule: TypeAlias = HTTPRule | KafkaRule | DNSRule | FrozenStrMap
 
 
+def _matches_everything(rule: L7Rule) -> bool:
+    # The allow-all rule of each parser (see L7Rules.allow_all): no field constrains anything.
+    if isinstance(rule, DNSRule):
+        return is_dns_wildcard(rule.match_pattern or "")
+    if isinstance(rule, FrozenStrMap):
+        return not rule
+    return rule == type(rule)()
+
+
 def _l7_entry(item: object, path: str) -> FrozenStrMap:
     entry = _mapping(item, path, "l7 rule")
     for key, value in entry.items():
@@ -636,8 +646,17 @@ class L7Rules:
 
     @property
     def restricts(self) -> bool:
-        """Whether any request can be refused: a parser is set and its rule list is non-empty."""
-        return self.parser is not None and bool(self.rules)
+        """Whether any request can be refused.
+
+        False without a parser, with an empty rule list, and when one rule matches every
+        request: HTTP ``{}``, Kafka ``{}``, generic ``{}`` or a DNS wildcard ``matchPattern``
+        (``*``). These are what a plain allow on the same selector/port merges in
+        (:meth:`allow_all`): the port is still redirected, but the proxy refuses nothing.
+        """
+        if self.parser is None:
+            return False
+        rules = self.rules
+        return bool(rules) and not any(_matches_everything(r) for r in rules)
 
     @property
     def listener_priority(self) -> int:
@@ -717,10 +736,7 @@ def _is_service_name(port: str) -> bool:
 def _parse_port_number(port: str) -> int | None:
     # strconv.ParseUint(port, 0, 16): decimal, 0x.., 0o.., 0b.. and leading-0 octal.
     try:
-        if len(port) > 1 and port[0] == "0" and port[1].isdigit():
-            value = int(port, 8)
-        else:
-            value = int(port, 0)
+        value = int(port, 8) if len(port) > 1 and port[0] == "0" and port[1].isdigit() else int(port, 0)
     except ValueError:
         return None
     return value if 0 <= value <= 0xFFFF else None
