@@ -91,9 +91,7 @@ class Label:
         return cls(source, key, value)
 
     def __str__(self) -> str:
-        return (
-            f"{self.source}:{self.key}={self.value}" if self.value else f"{self.source}:{self.key}"
-        )
+        return f"{self.source}:{self.key}={self.value}" if self.value else f"{self.source}:{self.key}"
 
 
 def cidr_label(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Label:
@@ -224,8 +222,7 @@ def validate_label_value(value: Any, field: str) -> str:
         )
     if len(value) > 63 or not _NAME_RE.match(value):
         raise PolicyError(
-            "invalid label value: at most 63 characters of [A-Za-z0-9-_.] starting and "
-            "ending with an alphanumeric",
+            "invalid label value: at most 63 characters of [A-Za-z0-9-_.] starting and ending with an alphanumeric",
             field=field,
             value=value,
         )
@@ -258,8 +255,6 @@ def normalize_annotations(value: Any, field: str) -> dict[str, str]:
         if not isinstance(k, str) or not k:
             raise PolicyError("annotation key must be a non-empty string", field=field, value=k)
         if not isinstance(v, str):
-            raise PolicyError(
-                "annotation value must be of type string", field=f"{field}.{k}", value=v
-            )
+            raise PolicyError("annotation value must be of type string", field=f"{field}.{k}", value=v)
         out[k] = v
     return out

@@ -8,7 +8,6 @@ item, so a :class:`~ciliumpy.exceptions.PolicyError` raised deep inside a policy
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import attrs
 import yaml
 
-from ._model import API_VERSIONS, KINDS, MODEL_TYPES, ModelObject
+from ._model import API_VERSIONS, KINDS, MODEL_TYPES, ModelObject, path_steps
 from .exceptions import PolicyError
 
 __all__ = ["Document", "load_objects", "read_documents"]
@@ -80,33 +79,20 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineLi
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
-_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
 
 def line_of(root: Any, field: str | None) -> int | None:
-    """Line of the deepest element of ``field`` (e.g. ``spec.ingress[0].toPorts``) in ``root``."""
+    """Line of the deepest element of ``field`` (e.g. ``spec.ingress[0].toPorts``) in ``root``.
+
+    A field that does not exist (a missing required key) points at its closest parent.
+    """
     line = getattr(root, "line", None)
-    node = root
-    for m in _PATH_TOKEN.finditer(field or ""):
-        key, index = m.group(1), m.group(2)
-        if key is not None and isinstance(node, dict):
-            if key not in node:
-                break
-            line = getattr(node, "key_lines", {}).get(key, line)
-            node = node[key]
-        elif index is not None and isinstance(node, list):
-            i = int(index)
-            if i >= len(node):
-                break
-            lines = getattr(node, "item_lines", None)
+    for container, key in path_steps(root, field or ""):
+        if isinstance(key, int):
+            lines = getattr(container, "item_lines", None)
             if lines:
-                line = lines[i]
-            node = node[i]
+                line = lines[key]
         else:
-            break
-        inner = getattr(node, "line", None)
-        if inner is not None and not isinstance(node, dict | list):
-            line = inner
+            line = getattr(container, "key_lines", {}).get(key, line)
     return line
 
 

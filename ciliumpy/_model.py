@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import attrs
@@ -135,7 +135,8 @@ def check_mapping(data: Any, field: str, allowed: Iterable[str], what: str = "ob
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise PolicyError(f"{what} must be of type object", field=field or None, value=data)
+        reason = "must be of type object" if what == "object" else f"{what} must be of type object"
+        raise PolicyError(reason, field=field or None, value=data)
     allowed_set = set(allowed)
     for key in data:
         if key not in allowed_set:
@@ -194,22 +195,48 @@ def _container_ports(items: Iterable[ContainerPort]) -> tuple[ContainerPort, ...
     return tuple(items)
 
 
-_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+def path_steps(root: Any, path: str) -> Iterator[tuple[Any, Any]]:
+    """Walk a field path such as ``spec.ingress[0].fromEndpoints[0].matchLabels.app.kubernetes.io/name``
+    through ``root``, yielding ``(container, key or index)`` for each step that exists.
+
+    Mapping keys may themselves contain dots (label keys), so at each mapping the longest
+    key that the rest of the path starts with wins.
+    """
+    node, rest = root, path
+    while rest:
+        if rest.startswith("["):
+            close = rest.find("]")
+            if close < 0 or not rest[1:close].isdigit() or not isinstance(node, list):
+                return
+            index = int(rest[1:close])
+            if index >= len(node):
+                return
+            yield node, index
+            node, rest = node[index], rest[close + 1 :]
+        else:
+            rest = rest.removeprefix(".")
+            if not isinstance(node, Mapping):
+                return
+            keys = [
+                k
+                for k in node
+                if isinstance(k, str) and (rest == k or rest.startswith(k + ".") or rest.startswith(k + "["))
+            ]
+            if not keys:
+                return
+            key = max(keys, key=len)
+            yield node, key
+            node, rest = node[key], rest[len(key) :]
 
 
 def value_at(root: Any, path: str) -> tuple[bool, Any]:
-    """``(True, value)`` at a dotted ``path`` such as ``toPorts[0].ports[1].port`` inside
-    ``root``, or ``(False, None)`` when the path does not exist there."""
-    node = root
-    for m in _PATH_TOKEN.finditer(path):
-        key, index = m.group(1), m.group(2)
-        if key is not None and isinstance(node, Mapping) and key in node:
-            node = node[key]
-        elif index is not None and isinstance(node, list) and int(index) < len(node):
-            node = node[int(index)]
-        else:
-            return False, None
-    return True, node
+    """``(True, value)`` at a field ``path`` inside ``root``, ``(False, None)`` if absent."""
+    found, node, consumed = False, root, ""
+    for container, key in path_steps(root, path):
+        node = container[key]
+        consumed += f"[{key}]" if isinstance(key, int) else f".{key}"
+        found = True
+    return (True, node) if found and consumed.lstrip(".") == path else (False, None)
 
 
 def parse_network(text: Any, field: str) -> IPNetwork:
@@ -1049,8 +1076,10 @@ class Rule:
             ),
             "rule",
         )
-        # 1.18+: a rule without any (non-empty) section is rejected before anything else.
-        if not any(isinstance(d.get(name), list) and d[name] for name, _, _ in _SECTIONS):
+        # The schema's types come first; then (1.18+) a rule without any non-empty section
+        # is rejected before anything else.
+        sections = {name: opt_list(d, name, field) for name, _, _ in _SECTIONS}
+        if not any(sections.values()):
             raise PolicyError(
                 "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny",
                 field=field,
@@ -1072,7 +1101,7 @@ class Rule:
         else:
             kw["node_selector"] = EndpointSelector.from_manifest(d["nodeSelector"], f"{field}.nodeSelector")
         for name, direction, deny in _SECTIONS:
-            items = opt_list(d, name, field)
+            items = sections[name]
             if items is None:
                 continue
             kw[_snake(name)] = tuple(
@@ -1553,7 +1582,7 @@ class NetworkPolicy:
                 field="spec.podSelector",
                 value=None,
             )
-        pod = EndpointSelector.from_manifest(spec["podSelector"], "spec.podSelector")
+        pod = EndpointSelector.from_manifest(spec["podSelector"], "spec.podSelector", sources=False)
         ing = opt_list(spec, "ingress", "spec")
         egr = opt_list(spec, "egress", "spec")
         ingress = None

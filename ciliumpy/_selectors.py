@@ -33,9 +33,10 @@ class Operator(enum.Enum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-def validate_selector_key(key: str, field: str) -> None:
-    """A selector key: an optional Cilium source (``k8s:``) and a Kubernetes label key."""
-    _, bare = split_source(key)
+def validate_selector_key(key: str, field: str, *, sources: bool = True) -> None:
+    """A selector key: an optional Cilium source (``k8s:``, only when ``sources``) and a
+    Kubernetes label key."""
+    bare = split_source(key)[1] if sources else key
     validate_label_key(bare, field)
 
 
@@ -117,7 +118,7 @@ class EndpointSelector:
         return cls(tuple((match_labels or {}).items()), tuple(exprs))
 
     @classmethod
-    def from_manifest(cls, data: Any, field: str) -> EndpointSelector:
+    def from_manifest(cls, data: Any, field: str, *, sources: bool = True) -> EndpointSelector:
         """Parse ``{matchLabels: {...}, matchExpressions: [...]}`` strictly."""
         if data is None:
             data = {}
@@ -130,27 +131,23 @@ class EndpointSelector:
         if labels_raw is None:
             labels_raw = {}
         if not isinstance(labels_raw, Mapping):
-            raise PolicyError(
-                "must be of type object", field=f"{field}.matchLabels", value=labels_raw
-            )
+            raise PolicyError("must be of type object", field=f"{field}.matchLabels", value=labels_raw)
         labels: list[tuple[str, str]] = []
         for k, v in labels_raw.items():
             kf = f"{field}.matchLabels.{k}"
             if not isinstance(k, str):
                 raise PolicyError("label key must be of type string", field=kf, value=k)
-            validate_selector_key(k, kf)
+            validate_selector_key(k, kf, sources=sources)
             labels.append((k, validate_label_value(v, kf)))
         exprs_raw = data.get("matchExpressions")
         if exprs_raw is None:
             exprs_raw = []
         if not isinstance(exprs_raw, list):
-            raise PolicyError(
-                "must be of type array", field=f"{field}.matchExpressions", value=exprs_raw
-            )
+            raise PolicyError("must be of type array", field=f"{field}.matchExpressions", value=exprs_raw)
         exprs: list[Requirement] = []
         for i, item in enumerate(exprs_raw):
             ef = f"{field}.matchExpressions[{i}]"
-            exprs.append(_parse_expression(item, ef))
+            exprs.append(_parse_expression(item, ef, sources))
         return cls(tuple(labels), tuple(exprs))
 
     def to_manifest(self) -> dict[str, Any]:
@@ -200,7 +197,7 @@ class EndpointSelector:
         return ", ".join(str(r) for r in self.requirements)
 
 
-def _parse_expression(item: Any, field: str) -> Requirement:
+def _parse_expression(item: Any, field: str, sources: bool = True) -> Requirement:
     if not isinstance(item, Mapping):
         raise PolicyError("must be of type object", field=field, value=item)
     for k in item:
@@ -209,7 +206,7 @@ def _parse_expression(item: Any, field: str) -> Requirement:
     key = item.get("key")
     if not isinstance(key, str) or not key:
         raise PolicyError("key must be a non-empty string", field=f"{field}.key", value=key)
-    validate_selector_key(key, f"{field}.key")
+    validate_selector_key(key, f"{field}.key", sources=sources)
     op_raw = item.get("operator")
     try:
         op = Operator(op_raw)
@@ -227,9 +224,7 @@ def _parse_expression(item: Any, field: str) -> Requirement:
                 field=f"{field}.values",
                 value=values,
             )
-        vals = tuple(
-            sorted({validate_label_value(v, f"{field}.values[{j}]") for j, v in enumerate(values)})
-        )
+        vals = tuple(sorted({validate_label_value(v, f"{field}.values[{j}]") for j, v in enumerate(values)}))
     else:
         if values:
             raise PolicyError(
