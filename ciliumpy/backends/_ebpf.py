@@ -204,9 +204,7 @@ def build_frame(packet: Packet) -> bytes:
         nexthdr = 44
     pad = max(0, packet.length - 14 - 40 - len(ext) - len(l4))
     payload = ext + l4 + bytes(pad)
-    header = struct.pack(
-        "!IHBB16s16s", 6 << 28, len(payload), nexthdr, 64, packet.src.packed, packet.dst.packed
-    )
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), nexthdr, 64, packet.src.packed, packet.dst.packed)
     return _ETH_DST + _ETH_SRC + struct.pack("!H", 0x86DD) + header + payload
 
 
@@ -357,9 +355,7 @@ class _Journal:
 class _MapContents:
     """Key/value bytes of a hash or LPM map, diffed and written in batches."""
 
-    def __init__(
-        self, fd: int, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]
-    ) -> None:
+    def __init__(self, fd: int, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]) -> None:
         self.fd = fd
         self.key_type = key_type
         self.value_type = value_type
@@ -378,9 +374,7 @@ class _MapContents:
         if deletes:
             L.map_delete_batch(self.fd, self._keys(deletes))
         if upserts:
-            L.map_update_batch(
-                self.fd, self._keys(list(upserts)), self._values(list(upserts.values()))
-            )
+            L.map_update_batch(self.fd, self._keys(list(upserts)), self._values(list(upserts.values())))
 
     def sync(self, old: dict[bytes, bytes], new: dict[bytes, bytes], journal: _Journal) -> None:
         """Make the map go from ``old`` to ``new``; the journal can put ``old`` back."""
@@ -530,12 +524,8 @@ class EBPFBackend:
                     b"cil_events",
                 )
             }
-            self._prog_fds = {
-                d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()
-            }
-            self._kernel.rb = L.library().ring_buffer__new(
-                self._fds[b"cil_events"], self._kernel.sample_cb, None, None
-            )
+            self._prog_fds = {d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()}
+            self._kernel.rb = L.library().ring_buffer__new(self._fds[b"cil_events"], self._kernel.sample_cb, None, None)
             self._event_mode = S.EventMode.ALL
             self.event_mode = event_mode
         except BaseException:
@@ -555,14 +545,10 @@ class EBPFBackend:
             )
         release = _kernel_version()
         if release < (5, 8):
-            missing.append(
-                f"kernel {'.'.join(map(str, release))} is too old: the ring buffer needs "
-                "Linux >= 5.8"
-            )
+            missing.append(f"kernel {'.'.join(map(str, release))} is too old: the ring buffer needs Linux >= 5.8")
         if not OBJECT_PATH.exists():
             missing.append(
-                f"{OBJECT_PATH} is missing: build it with `python bpf/build.py` "
-                "(needs clang) or reinstall ciliumpy"
+                f"{OBJECT_PATH} is missing: build it with `python bpf/build.py` (needs clang) or reinstall ciliumpy"
             )
         try:
             major, minor = L.version()
@@ -603,9 +589,7 @@ class EBPFBackend:
             lib.bpf_object__load(k.obj)
         except BPFError as exc:
             log = "\n".join(
-                f"--- {name.decode()}:\n{buf.value.decode(errors='replace')}"
-                for name, buf in logs.items()
-                if buf.value
+                f"--- {name.decode()}:\n{buf.value.decode(errors='replace')}" for name, buf in logs.items() if buf.value
             )
             raise BPFError(
                 exc.errno or errno_mod.EINVAL,
@@ -713,33 +697,32 @@ class EBPFBackend:
         try:
             for ep_id in sorted(set(old.policy) | set(new.policy)):
                 table = new.policy.get(ep_id)
-                if table is not None and self._policy_bytes(table) != self._policy_bytes(
-                    old.policy.get(ep_id)
-                ):
+                if table is not None and self._policy_bytes(table) != self._policy_bytes(old.policy.get(ep_id)):
                     staged[ep_id] = self._build_policy_map(ep_id, table)
             removed = [ep for ep in old.policy if ep not in new.policy]
             outer = self._fd(b"cil_policy")
             for ep_id in [*staged, *removed]:
                 previous[ep_id] = self._inner_map_fd(ep_id)
-            for ep_id, fd in staged.items():
-                journal.push(self._outer_restorer(ep_id, previous[ep_id]))
-                L.map_update(outer, ctypes.c_uint32(ep_id), ctypes.c_uint32(fd.fd))
+            # One batch per direction: the kernel waits an RCU grace period per syscall on
+            # map-in-map writes (~5 ms measured), so per-endpoint calls would add up.
+            if staged:
+                journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
+                L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
             _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
                 _ipcache_bytes(old), _ipcache_bytes(new), journal
             )
             _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
                 _endpoint_bytes(old), _endpoint_bytes(new), journal
             )
-            for ep_id in removed:
-                journal.push(self._outer_restorer(ep_id, previous[ep_id]))
-                L.map_delete(outer, ctypes.c_uint32(ep_id))
+            if removed:
+                journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
+                L.map_delete_batch(outer, _u32_array(removed))
         except BaseException as exc:
             failures = journal.rollback()
             if failures:
                 raise BPFError(
                     errno_mod.EIO,
-                    f"apply failed ({exc}) and rollback failed too ({failures[0]}); "
-                    "close and reload the backend",
+                    f"apply failed ({exc}) and rollback failed too ({failures[0]}); close and reload the backend",
                     function="apply",
                 ) from exc
             raise
@@ -751,14 +734,11 @@ class EBPFBackend:
         if update.endpoints_delete:
             self._forget_endpoints(update.endpoints_delete)
 
-    def _policy_bytes(
-        self, table: Mapping[MapStateKey, PolicyEntry] | None
-    ) -> dict[bytes, bytes] | None:
+    def _policy_bytes(self, table: Mapping[MapStateKey, PolicyEntry] | None) -> dict[bytes, bytes] | None:
         if table is None:
             return None
         return {
-            bytes(S.policy_key_to_c(k)): bytes(S.policy_entry_to_c(k, e, self._cookie(e)))
-            for k, e in table.items()
+            bytes(S.policy_key_to_c(k)): bytes(S.policy_entry_to_c(k, e, self._cookie(e))) for k, e in table.items()
         }
 
     def _new_policy_trie(self, ep_id: int) -> L.OwnedFd:
@@ -788,15 +768,15 @@ class EBPFBackend:
             return None
         return L.map_get_fd_by_id(map_id.value)
 
-    def _outer_restorer(self, ep_id: int, old: L.OwnedFd | None) -> Callable[[], None]:
+    def _outer_restorer(self, previous: Mapping[int, L.OwnedFd | None]) -> Callable[[], None]:
+        """Undo for cil_policy writes: put back each endpoint's previous trie (or none)."""
         outer = self._fd(b"cil_policy")
-        old_fd = None if old is None else old.fd
+        back = {ep: owned.fd for ep, owned in previous.items() if owned is not None}
+        absent = [ep for ep, owned in previous.items() if owned is None]
 
         def restore() -> None:
-            if old_fd is None:
-                L.map_delete(outer, ctypes.c_uint32(ep_id))
-            else:
-                L.map_update(outer, ctypes.c_uint32(ep_id), ctypes.c_uint32(old_fd))
+            L.map_delete_batch(outer, _u32_array(absent))
+            L.map_update_batch(outer, _u32_array(list(back)), _u32_array(list(back.values())))
 
         return restore
 
@@ -937,6 +917,10 @@ class EBPFBackend:
 
 
 # ---------------------------------------------------------------- helpers
+def _u32_array(values: list[int]) -> ctypes.Array[ctypes.c_uint32]:
+    return (ctypes.c_uint32 * len(values))(*values)
+
+
 def _ipcache_bytes(state: _State) -> dict[bytes, bytes]:
     return {
         bytes(S.ipcache_key_to_c(net)): bytes(S.IpcacheEntry(sec_identity=ident))
@@ -946,9 +930,7 @@ def _ipcache_bytes(state: _State) -> dict[bytes, bytes]:
 
 def _endpoint_bytes(state: _State) -> dict[bytes, bytes]:
     return {
-        bytes(S.endpoint_key_to_c(ip)): bytes(
-            S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity)
-        )
+        bytes(S.endpoint_key_to_c(ip)): bytes(S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity))
         for ip, ep_id in state.by_ip.items()
     }
 

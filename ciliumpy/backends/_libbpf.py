@@ -381,9 +381,7 @@ def library() -> ctypes.CDLL:
             try:
                 func = getattr(lib, name)
             except AttributeError as exc:
-                raise OSError(
-                    errno_mod.ENOSYS, f"libbpf.so.1 lacks {name}; libbpf >= 1.1 is needed"
-                ) from exc
+                raise OSError(errno_mod.ENOSYS, f"libbpf.so.1 lacks {name}; libbpf >= 1.1 is needed") from exc
             func.restype = restype
             func.argtypes = argtypes
             if errcheck is not None:
@@ -448,14 +446,10 @@ def _close_leaked_fd(fd: int, what: str) -> None:
 
 
 # ---------------------------------------------------------------- small typed helpers
-def map_create_lpm(
-    name: bytes, key_size: int, value_size: int, max_entries: int, flags: int
-) -> OwnedFd:
+def map_create_lpm(name: bytes, key_size: int, value_size: int, max_entries: int, flags: int) -> OwnedFd:
     """A new LPM trie map (e.g. a per-endpoint policy trie), owned by the caller."""
     o = opts(bpf_map_create_opts, map_flags=flags)
-    fd = library().bpf_map_create(
-        BPF_MAP_TYPE_LPM_TRIE, name, key_size, value_size, max_entries, ctypes.byref(o)
-    )
+    fd = library().bpf_map_create(BPF_MAP_TYPE_LPM_TRIE, name, key_size, value_size, max_entries, ctypes.byref(o))
     return OwnedFd(int(fd), f"BPF map {name.decode()}")
 
 
@@ -480,9 +474,7 @@ def map_keys(fd: int, key_type: type[_S]) -> Iterator[_S]:
     prev: _S | None = None
     while True:
         nxt = key_type()
-        rc = lib.bpf_map_get_next_key(
-            fd, None if prev is None else ctypes.byref(prev), ctypes.byref(nxt)
-        )
+        rc = lib.bpf_map_get_next_key(fd, None if prev is None else ctypes.byref(prev), ctypes.byref(nxt))
         if rc != 0:
             return
         yield nxt
@@ -513,10 +505,24 @@ def map_update_batch(fd: int, keys: ctypes.Array[Any], values: ctypes.Array[Any]
 
 
 def map_delete_batch(fd: int, keys: ctypes.Array[Any]) -> None:
-    """Delete every key of ``keys`` (absent keys are ignored)."""
+    """Delete every key of ``keys``; absent keys are skipped.
+
+    One ``bpf_map_delete_batch`` call where possible: for map-in-map types the kernel waits
+    for an RCU grace period (~5 ms here) per syscall, not per key.
+    """
+    count = len(keys)
+    if count == 0:
+        return
     lib = library()
-    for i in range(len(keys)):
-        # Per element on purpose: the batch call stops at the first absent key.
+    done = ctypes.c_uint32(count)
+    try:
+        lib.bpf_map_delete_batch(fd, keys, ctypes.byref(done), ctypes.byref(opts(bpf_map_batch_opts)))
+    except BPFError as exc:
+        if exc.errno not in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, 524):
+            raise
+        done.value = 0
+    # The batch stops at the first absent key (-ENOENT): finish one by one from there.
+    for i in range(min(done.value, count), count):
         lib.bpf_map_delete_elem(fd, ctypes.byref(keys[i]))
 
 
