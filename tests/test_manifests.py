@@ -427,7 +427,14 @@ RULE = {
     "nodeSelector": SELECTOR,
     "ingress": [{**COMMON_IN, "toPorts": [PORT_RULE], "authentication": AUTH}],
     "ingressDeny": [{**COMMON_IN, "toPorts": [{"ports": PORTS}]}],
-    "egress": [{**COMMON_OUT, "toFQDNs": [{"matchName": None, "matchPattern": None}], "toPorts": [PORT_RULE], "authentication": AUTH}],
+    "egress": [
+        {
+            **COMMON_OUT,
+            "toFQDNs": [{"matchName": None, "matchPattern": None}],
+            "toPorts": [PORT_RULE],
+            "authentication": AUTH,
+        }
+    ],
     "egressDeny": [{**COMMON_OUT, "toPorts": [{"ports": PORTS}]}],
     "labels": [{"key": None, "value": None, "source": None}],
     "description": None,
@@ -439,7 +446,13 @@ K8S_PEER = {"podSelector": SELECTOR, "namespaceSelector": SELECTOR, "ipBlock": {
 K8S_PORTS = [{"protocol": None, "port": None, "endPort": None}]
 SCHEMAS: dict[str, Any] = {
     "CiliumNetworkPolicy": {"apiVersion": None, "kind": None, "metadata": META, "spec": RULE, "specs": [RULE]},
-    "CiliumClusterwideNetworkPolicy": {"apiVersion": None, "kind": None, "metadata": META, "spec": RULE, "specs": [RULE]},
+    "CiliumClusterwideNetworkPolicy": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": META,
+        "spec": RULE,
+        "specs": [RULE],
+    },
     "NetworkPolicy": {
         "apiVersion": None,
         "kind": None,
@@ -457,7 +470,9 @@ SCHEMAS: dict[str, Any] = {
         "kind": None,
         "metadata": META,
         "spec": {
-            "containers": [{"name": None, "image": None, "ports": [{"name": None, "containerPort": None, "protocol": None}]}],
+            "containers": [
+                {"name": None, "image": None, "ports": [{"name": None, "containerPort": None, "protocol": None}]}
+            ],
             "serviceAccountName": None,
             "nodeName": None,
             "hostNetwork": None,
@@ -485,7 +500,7 @@ SCHEMAS: dict[str, Any] = {
 
 
 def _unknown_fields(value: Any, schema: Any, path: str) -> Iterator[str]:
-    if schema == "*" or schema is None and not isinstance(value, Mapping | list):
+    if schema == "*" or (schema is None and not isinstance(value, Mapping | list)):
         return
     if isinstance(value, Mapping):
         if not isinstance(schema, Mapping):
