@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno as errno_mod
+import functools
 import os
 import socket
 import struct
@@ -48,7 +49,7 @@ from . import DatapathUpdate
 from . import _bpfstructs as S
 from . import _libbpf as L
 
-__all__ = ["DatapathEvent", "EBPFBackend", "TCAttachment"]
+__all__ = ["AuthPairs", "DatapathEvent", "EBPFBackend", "TCAttachment"]
 
 OBJECT_PATH = Path(__file__).resolve().parent.parent / "bpf" / "ciliumpy.bpf.o"
 PROGRAMS: dict[Direction, bytes] = {
@@ -394,7 +395,7 @@ class _MapContents:
 
 
 # ---------------------------------------------------------------- auth pairs
-class _AuthPairs(MutableSet[tuple[int, int, int]]):
+class AuthPairs(MutableSet[tuple[int, int, int]]):
     """``(endpoint_id, remote_identity, auth_type)`` pairs that passed authentication.
 
     Behaves like :attr:`SimulatorBackend.auth_pairs` (a set) and writes through to the
@@ -531,7 +532,7 @@ class EBPFBackend:
         except BaseException:
             self.close()
             raise
-        self._auth = _AuthPairs(lambda: self._fd(b"cil_auth"))
+        self._auth = AuthPairs(functools.partial(_map_fd_of, self._kernel, self._fds, b"cil_auth"))
 
     # -- probing and loading -------------------------------------------------------------
     @classmethod
@@ -651,7 +652,7 @@ class EBPFBackend:
         self._event_mode = mode
 
     @property
-    def auth_pairs(self) -> MutableSet[tuple[int, int, int]]:
+    def auth_pairs(self) -> AuthPairs:
         """Authenticated ``(endpoint_id, remote_identity, auth_type)`` triples."""
         return self._auth
 
@@ -917,6 +918,13 @@ class EBPFBackend:
 
 
 # ---------------------------------------------------------------- helpers
+def _map_fd_of(kernel: _Kernel, fds: Mapping[bytes, int], name: bytes) -> int:
+    # Used instead of a bound method so helpers do not keep the backend alive.
+    if kernel.released:
+        raise ValueError("EBPFBackend is closed")
+    return fds[name]
+
+
 def _u32_array(values: list[int]) -> ctypes.Array[ctypes.c_uint32]:
     return (ctypes.c_uint32 * len(values))(*values)
 
