@@ -12,6 +12,7 @@ __all__ = [
     "BPFError",
     "BackendUnavailableError",
     "CiliumpyError",
+    "LabError",
     "MapFullError",
     "PolicyError",
     "UnknownEndpointError",
@@ -120,3 +121,19 @@ class BPFError(CiliumpyError, OSError):
 
 class MapFullError(BPFError):
     """A BPF map has no room for the entries being written; nothing was applied."""
+
+
+class LabError(CiliumpyError, OSError):
+    """Building or driving a live lab (network namespaces, veths, traffic) failed.
+
+    ``command`` is the external command that failed (``ip ...``), when there was one; the
+    message carries its error output.
+    """
+
+    def __init__(self, errno: int, message: str, *, command: list[str] | None = None) -> None:
+        super().__init__(errno, message)
+        self.command = list(command) if command else []
+
+    def __str__(self) -> str:
+        head = f"{' '.join(self.command)}: " if self.command else ""
+        return f"{head}{self.strerror}"

@@ -1,0 +1,294 @@
+"""Live enforcement: real sockets in network namespaces through the tc-attached datapath.
+
+Each live verdict is compared with ``Cluster.check()`` *and* with the expected answer, so a
+lab that dropped (or passed) everything could not agree with the model by accident.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+from typing import Any
+
+import pytest
+
+from ciliumpy import Action, Cluster, CTState, Direction, DropReason
+from ciliumpy.lab import HOST, Lab, LiveResult
+
+pytestmark = pytest.mark.usefixtures("ebpf_available")
+
+DENIED_TIMEOUT = 0.4  # a dropped exchange is only seen as silence: keep the wait short
+
+ENDPOINTS = {
+    "prod/web": ({"app": "web"}, ["10.244.1.10", "fd00:10:244::a"]),
+    "prod/db": ({"app": "db"}, ["10.244.1.11", "fd00:10:244::b"]),
+    "prod/other": ({"app": "other"}, ["10.244.1.12", "fd00:10:244::c"]),
+}
+
+
+def _cnp(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": name, "namespace": "prod"},
+        "spec": spec,
+    }
+
+
+WEB = {"matchLabels": {"app": "web"}}
+DB_POLICY = _cnp(
+    "db",
+    {
+        "endpointSelector": {"matchLabels": {"app": "db"}},
+        "ingress": [
+            {
+                "fromEndpoints": [WEB],
+                "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}, {"port": "53", "protocol": "UDP"}]}],
+            },
+            {
+                "fromEndpoints": [WEB],
+                "icmps": [{"fields": [{"family": "IPv4", "type": 8}, {"family": "IPv6", "type": 128}]}],
+            },
+        ],
+        # Egress enforcement on db: only web:9999. Replies to web's connections must pass
+        # on conntrack, new connections from db to web on other ports must not.
+        "egress": [{"toEndpoints": [WEB], "toPorts": [{"ports": [{"port": "9999", "protocol": "TCP"}]}]}],
+    },
+)
+
+
+def _populate(cluster: Cluster) -> None:
+    for ref, (labels, ips) in ENDPOINTS.items():
+        cluster.add_endpoint(ref, labels=labels, ips=ips)
+    cluster.apply(DB_POLICY)
+
+
+@pytest.fixture
+def cluster(ebpf_cluster: Cluster) -> Cluster:
+    _populate(ebpf_cluster)
+    return ebpf_cluster
+
+
+@pytest.fixture
+def lab(cluster: Cluster) -> Any:
+    with Lab(cluster) as lab:
+        yield lab
+
+
+def _netns_names() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _root_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip() for line in out.splitlines()}
+
+
+def _live(lab: Lab, src: str, dst: str, port: int | None, proto: str, family: int, expected: bool) -> LiveResult:
+    return lab.connect(src, dst, port, proto, family=family, timeout=1.0 if expected else DENIED_TIMEOUT)
+
+
+CASES = [
+    # src, dst, port, protocol, family, expected
+    ("prod/web", "prod/db", 5432, "TCP", 4, True),
+    ("prod/web", "prod/db", 5433, "TCP", 4, False),
+    ("prod/other", "prod/db", 5432, "TCP", 4, False),
+    ("prod/web", "prod/db", 53, "UDP", 4, True),
+    ("prod/web", "prod/db", 54, "UDP", 4, False),
+    ("prod/other", "prod/db", 53, "UDP", 4, False),
+    ("prod/web", "prod/db", None, "ICMP", 4, True),
+    ("prod/other", "prod/db", None, "ICMP", 4, False),
+    ("prod/db", "prod/web", 8080, "TCP", 4, False),  # db's egress policy
+    ("prod/db", "prod/web", 9999, "TCP", 4, True),
+    ("prod/db", "prod/web", None, "ICMP", 4, False),
+    ("prod/other", "prod/web", 5000, "UDP", 4, True),  # web has no policy
+    (HOST, "prod/db", 5432, "TCP", 4, True),  # allow-localhost
+    ("prod/db", HOST, 80, "TCP", 4, False),
+    ("prod/web", "prod/db", 5432, "TCP", 6, True),
+    ("prod/other", "prod/db", 5432, "TCP", 6, False),
+    ("prod/web", "prod/db", 53, "UDP", 6, True),
+    ("prod/web", "prod/db", None, "ICMP", 6, True),
+    ("prod/other", "prod/db", None, "ICMP", 6, False),
+]
+
+
+def test_live_verdicts_equal_check(cluster: Cluster, lab: Lab) -> None:
+    mismatches = []
+    for src, dst, port, proto, family, expected in CASES:
+        live = _live(lab, src, dst, port, proto, family, expected)
+        model = cluster.check(str(live.src_ip), str(live.dst_ip), port, proto)
+        assert live.src_ip.version == family
+        if (live.allowed, model.allowed) != (expected, expected):
+            mismatches.append(f"{live.explain()}\n  check(): {model.verdict} expected allowed={expected}")
+            continue
+        if expected:
+            assert live.reached, live.explain()
+        else:
+            # The drop happened in the datapath, for the reason the model gives.
+            assert live.drop_reason is not None, live.explain()
+            assert live.drop_reason == model.drop_reason, live.explain()
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_policy_change_flips_verdict_live(cluster: Cluster, lab: Lab) -> None:
+    denied = lab.connect("prod/web", "prod/db", 6000, timeout=DENIED_TIMEOUT)
+    assert not denied.allowed and not cluster.check("prod/web", "prod/db", 6000).allowed
+
+    allow = _cnp(
+        "db-6000",
+        {
+            "endpointSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"fromEndpoints": [WEB], "toPorts": [{"ports": [{"port": "6000", "protocol": "TCP"}]}]}],
+        },
+    )
+    cluster.apply(allow)
+    opened = lab.connect("prod/web", "prod/db", 6000)
+    assert opened.allowed, opened.explain()
+    assert cluster.check("prod/web", "prod/db", 6000).allowed
+
+    deny = _cnp(
+        "db-deny-web",
+        {"endpointSelector": {"matchLabels": {"app": "db"}}, "ingressDeny": [{"fromEndpoints": [WEB]}]},
+    )
+    cluster.apply(deny)
+    for port, proto in ((6000, "TCP"), (5432, "TCP"), (53, "UDP")):
+        live = lab.connect("prod/web", "prod/db", port, proto, timeout=DENIED_TIMEOUT)
+        assert not live.allowed, live.explain()
+        assert live.drop_reason == DropReason.POLICY_DENY, live.explain()
+        assert cluster.check("prod/web", "prod/db", port, proto).drop_reason == DropReason.POLICY_DENY
+
+    cluster.delete(deny)
+    cluster.delete(allow)
+    assert lab.connect("prod/web", "prod/db", 5432).allowed
+    assert not lab.connect("prod/web", "prod/db", 6000, timeout=DENIED_TIMEOUT).allowed
+
+
+@pytest.mark.parametrize("proto,port", [("TCP", 5432), ("UDP", 53), ("ICMP", None)])
+def test_replies_pass_on_conntrack_while_reverse_is_denied(
+    cluster: Cluster, lab: Lab, proto: str, port: int | None
+) -> None:
+    forward = lab.connect("prod/web", "prod/db", port, proto)
+    assert forward.allowed, forward.explain()
+    db_id = cluster.endpoint_id("prod/db")
+    # db's egress policy allows only web:9999, so its answers left through from-container
+    # as conntrack replies, without a policy lookup.
+    answers = [e for e in forward.events if e.endpoint_id == db_id and e.direction == Direction.EGRESS]
+    assert answers, forward.explain()
+    assert all(e.ct_state == CTState.REPLY and e.action == Action.ALLOW for e in answers), forward.explain()
+
+    reverse_port = None if proto == "ICMP" else forward.sport
+    reverse = lab.connect("prod/db", "prod/web", reverse_port, proto, timeout=DENIED_TIMEOUT)
+    assert not reverse.allowed and not reverse.reached, reverse.explain()
+    assert reverse.drop_reason == DropReason.POLICY_DENIED
+    assert not cluster.check("prod/db", "prod/web", reverse_port, proto).allowed
+
+
+def test_detached_datapath_enforces_nothing(cluster: Cluster, lab: Lab) -> None:
+    assert not lab.connect("prod/other", "prod/db", 5432, timeout=DENIED_TIMEOUT).allowed
+    lab.detach()
+    assert not lab.attached
+    passed = lab.connect("prod/other", "prod/db", 5432)
+    assert passed.allowed and passed.events == ()
+    lab.attach()
+    assert not lab.connect("prod/other", "prod/db", 5432, timeout=DENIED_TIMEOUT).allowed
+
+
+def test_l7_redirect_passes_at_l3_l4(cluster: Cluster, lab: Lab) -> None:
+    cluster.apply(
+        _cnp(
+            "db-http",
+            {
+                "endpointSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [
+                    {
+                        "fromEndpoints": [WEB],
+                        "toPorts": [
+                            {"ports": [{"port": "8080", "protocol": "TCP"}], "rules": {"http": [{"method": "GET"}]}}
+                        ],
+                    }
+                ],
+            },
+        )
+    )
+    assert cluster.check("prod/web", "prod/db", 8080).verdict == "REDIRECTED"
+    live = lab.connect("prod/web", "prod/db", 8080)
+    assert live.allowed, live.explain()
+    assert any(e.action == Action.REDIRECT for e in live.events), live.explain()
+
+
+def test_sync_plugs_endpoints_in_and_out(cluster: Cluster, lab: Lab) -> None:
+    cluster.add_endpoint("prod/late", labels={"app": "web"}, ips=["10.244.1.20"])
+    live = lab.connect("prod/late", "prod/db", 5432)  # connect() syncs first
+    assert live.allowed, live.explain()
+    late_ns = lab.namespace("prod/late")
+    assert late_ns in _netns_names()
+
+    cluster.remove_endpoint("prod/late")
+    lab.sync()
+    assert "prod/late" not in lab.endpoints
+    assert late_ns not in _netns_names()
+    assert lab.connect("prod/web", "prod/db", 5432).allowed
+
+
+def test_close_removes_namespaces_and_links(cluster: Cluster) -> None:
+    links_before = _root_links()
+    lab = Lab(cluster)
+    names = set(lab.namespaces)
+    assert len(names) == 1 + len(ENDPOINTS)
+    assert names <= _netns_names()
+    assert lab.connect("prod/web", "prod/db", 5432).allowed
+    node = lab.namespace(HOST)
+    lab.close()
+    lab.close()  # idempotent
+    assert not names & _netns_names()
+    assert _root_links() == links_before
+    assert not any(name.startswith("lxc") for name in _root_links())
+    with pytest.raises(ValueError, match="closed"):
+        lab.connect("prod/web", "prod/db", 5432)
+    assert subprocess.run(["ip", "-n", node, "link"], capture_output=True).returncode != 0
+
+
+def test_failed_construction_removes_everything(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ciliumpy.lab import _lab
+
+    mine = f"ciliumpy-{os.getpid()}-"
+    before = {n for n in _netns_names() if n.startswith(mine)}
+    calls = []
+    real_attach = _lab._tc_attach
+
+    def failing_attach(ifname: str, fds: dict[str, int]) -> None:
+        calls.append(ifname)
+        if len(calls) == 2:
+            raise OSError(5, "injected failure")
+        real_attach(ifname, fds)
+
+    monkeypatch.setattr(_lab, "_tc_attach", failing_attach)
+    with pytest.raises(OSError, match="injected failure"):
+        Lab(cluster)
+    assert len(calls) == 2
+    assert {n for n in _netns_names() if n.startswith(mine)} == before
+
+
+def test_unclosed_lab_is_cleaned_up_with_a_warning(cluster: Cluster) -> None:
+    lab = Lab(cluster)
+    names = set(lab.namespaces)
+    with pytest.warns(ResourceWarning, match="Lab was not closed"):
+        del lab
+        gc.collect()
+    assert not names & _netns_names()
+
+
+def test_lab_needs_the_ebpf_backend() -> None:
+    with Cluster() as simulated, pytest.raises(TypeError, match="eBPF backend"):
+        Lab(simulated)
+
+
+def test_connect_validates_its_arguments(lab: Lab) -> None:
+    with pytest.raises(ValueError, match="port"):
+        lab.connect("prod/web", "prod/db", None, "TCP")
+    with pytest.raises(ValueError, match="protocol"):
+        lab.connect("prod/web", "prod/db", 80, "SCTP")
+    with pytest.raises(ValueError, match="echo"):
+        lab.connect("prod/web", "prod/db", 0, "ICMP")
