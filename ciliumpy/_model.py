@@ -321,7 +321,7 @@ def _go_parse_port(text: str) -> int | str:
     base = 10
     if len(body) > 1 and body[0] == "0":
         base = 8
-        body = body[1:].lstrip("_") if body[1] == "_" else body[1:]
+        body = body[1:].removeprefix("_")
     if not body or not re.fullmatch(r"[0-9]+(_[0-9]+)*", body):
         return f'strconv.ParseUint: parsing "{text}": invalid syntax'
     try:
@@ -483,8 +483,10 @@ class Listener:
             raise PolicyError("envoyConfig name must be specified", field=f"{field}.envoyConfig.name", value=name)
         if not isinstance(lname, str) or not lname:
             raise PolicyError("listener name must be specified", field=f"{field}.name", value=lname)
-        prio = d.get("priority", 0) or 0
-        if isinstance(prio, bool) or not isinstance(prio, int) or not 0 <= prio <= 100:
+        prio = d.get("priority")
+        if prio is None:
+            prio = 0
+        elif isinstance(prio, bool) or not isinstance(prio, int) or not 1 <= prio <= 100:
             raise PolicyError("priority must be within 1..100", field=f"{field}.priority", value=prio)
         return cls(str(kind), name, lname, prio)
 
