@@ -217,47 +217,70 @@ class _State:
     endpoints: dict[int, EndpointRecord] = attrs.Factory(dict)
     by_ip: dict[IPAddress, int] = attrs.Factory(dict)
     ipcache: dict[IPNetwork, int] = attrs.Factory(dict)
-    policy: dict[int, dict[MapStateKey, PolicyEntry]] = attrs.Factory(dict)
+    # endpoint id -> {policy_key bytes: policy_entry bytes}: kept encoded so a change costs
+    # O(change) in Python, not O(table)
+    policy: dict[int, dict[bytes, bytes]] = attrs.Factory(dict)
 
-    def copy(self) -> _State:
-        return _State(
-            dict(self.endpoints),
-            dict(self.by_ip),
-            dict(self.ipcache),
-            {ep: dict(table) for ep, table in self.policy.items()},
-        )
-
-    def applied(self, update: DatapathUpdate) -> _State:
-        """The state after ``update`` (same order of operations as the simulator)."""
-        new = self.copy()
+    def applied(self, update: DatapathUpdate, encode: _Encoder) -> tuple[_State, _Touched]:
+        """The state after ``update`` (same order of operations as the simulator) and what
+        it may have changed.  Copy-on-write: untouched policy tables are shared."""
+        new = _State(dict(self.endpoints), dict(self.by_ip), dict(self.ipcache), dict(self.policy))
+        touched = _Touched()
         for ep_id in update.endpoints_delete:
             rec = new.endpoints.pop(ep_id, None)
             if rec is not None:
+                touched.ips.update(rec.ips)
                 for ip in rec.ips:
                     if new.by_ip.get(ip) == ep_id:
                         del new.by_ip[ip]
             new.policy.pop(ep_id, None)
+            touched.policy.add(ep_id)
         for ep_id, rec in update.endpoints_upsert.items():
             old = new.endpoints.get(ep_id)
             if old is not None:
+                touched.ips.update(old.ips)
                 for ip in old.ips:
                     new.by_ip.pop(ip, None)
             new.endpoints[ep_id] = rec
+            touched.ips.update(rec.ips)
             for ip in rec.ips:
                 new.by_ip[ip] = ep_id
         for net in update.ipcache_delete:
             new.ipcache.pop(net, None)
         new.ipcache.update(update.ipcache_upsert)
+        touched.nets.update(update.ipcache_delete, update.ipcache_upsert)
         for ep_id in update.policy_replace:
             new.policy[ep_id] = {}
+            touched.policy.add(ep_id)
         for ep_id, keys in update.policy_delete.items():
             table = new.policy.get(ep_id)
+            if table is not None and ep_id not in touched.policy:
+                table = new.policy[ep_id] = dict(table)
+                touched.policy.add(ep_id)
             if table is not None:
                 for key in keys:
-                    table.pop(key, None)
+                    table.pop(bytes(S.policy_key_to_c(key)), None)
         for ep_id, entries in update.policy_upsert.items():
-            new.policy.setdefault(ep_id, {}).update(entries)
-        return new
+            table = new.policy.get(ep_id)
+            if table is None:
+                table = new.policy[ep_id] = {}
+            elif ep_id not in touched.policy:
+                table = new.policy[ep_id] = dict(table)
+            touched.policy.add(ep_id)
+            table.update(encode(key, entry) for key, entry in entries.items())
+        return new, touched
+
+
+_Encoder = Callable[[MapStateKey, PolicyEntry], tuple[bytes, bytes]]
+
+
+@attrs.define
+class _Touched:
+    """Keys an update may have changed: only these are diffed and written."""
+
+    ips: set[IPAddress] = attrs.Factory(set)
+    nets: set[IPNetwork] = attrs.Factory(set)
+    policy: set[int] = attrs.Factory(set)
 
 
 def _validate(update: DatapathUpdate) -> None:
@@ -691,16 +714,16 @@ class EBPFBackend:
         self._live_obj()
         _validate(update)
         old = self._state
-        new = old.applied(update)
+        new, touched = old.applied(update, self._encode_entry)
         staged: dict[int, L.OwnedFd] = {}
         previous: dict[int, L.OwnedFd | None] = {}
         journal = _Journal()
         try:
-            for ep_id in sorted(set(old.policy) | set(new.policy)):
+            for ep_id in sorted(touched.policy):
                 table = new.policy.get(ep_id)
-                if table is not None and self._policy_bytes(table) != self._policy_bytes(old.policy.get(ep_id)):
+                if table is not None and table != old.policy.get(ep_id):
                     staged[ep_id] = self._build_policy_map(ep_id, table)
-            removed = [ep for ep in old.policy if ep not in new.policy]
+            removed = [ep for ep in sorted(touched.policy) if ep in old.policy and ep not in new.policy]
             outer = self._fd(b"cil_policy")
             for ep_id in [*staged, *removed]:
                 previous[ep_id] = self._inner_map_fd(ep_id)
@@ -710,10 +733,10 @@ class EBPFBackend:
                 journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
                 L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
             _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
-                _ipcache_bytes(old), _ipcache_bytes(new), journal
+                _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
             )
             _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
-                _endpoint_bytes(old), _endpoint_bytes(new), journal
+                _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
             )
             if removed:
                 journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
@@ -735,12 +758,9 @@ class EBPFBackend:
         if update.endpoints_delete:
             self._forget_endpoints(update.endpoints_delete)
 
-    def _policy_bytes(self, table: Mapping[MapStateKey, PolicyEntry] | None) -> dict[bytes, bytes] | None:
-        if table is None:
-            return None
-        return {
-            bytes(S.policy_key_to_c(k)): bytes(S.policy_entry_to_c(k, e, self._cookie(e))) for k, e in table.items()
-        }
+    def _encode_entry(self, key: MapStateKey, entry: PolicyEntry) -> tuple[bytes, bytes]:
+        value = S.policy_entry_to_c(key, entry, self._cookie(entry))
+        return bytes(S.policy_key_to_c(key)), bytes(value)
 
     def _new_policy_trie(self, ep_id: int) -> L.OwnedFd:
         # Flags and sizes must equal the cil_policy_inner template in bpf/ciliumpy.bpf.c.
@@ -752,11 +772,10 @@ class EBPFBackend:
             L.BPF_F_NO_PREALLOC | L.BPF_F_RDONLY_PROG,
         )
 
-    def _build_policy_map(self, ep_id: int, table: Mapping[MapStateKey, PolicyEntry]) -> L.OwnedFd:
+    def _build_policy_map(self, ep_id: int, table: dict[bytes, bytes]) -> L.OwnedFd:
         fd = self._new_policy_trie(ep_id)
         try:
-            contents = self._policy_bytes(table) or {}
-            _MapContents(fd.fd, S.PolicyKey, S.PolicyEntryValue).write(contents, [])
+            _MapContents(fd.fd, S.PolicyKey, S.PolicyEntryValue).write(table, [])
         except BaseException:
             fd.close()
             raise
@@ -929,18 +948,24 @@ def _u32_array(values: list[int]) -> ctypes.Array[ctypes.c_uint32]:
     return (ctypes.c_uint32 * len(values))(*values)
 
 
-def _ipcache_bytes(state: _State) -> dict[bytes, bytes]:
+def _ipcache_bytes(state: _State, nets: set[IPNetwork]) -> dict[bytes, bytes]:
+    """The ipcache entries among ``nets``, as map key/value bytes."""
     return {
-        bytes(S.ipcache_key_to_c(net)): bytes(S.IpcacheEntry(sec_identity=ident))
-        for net, ident in state.ipcache.items()
+        bytes(S.ipcache_key_to_c(net)): bytes(S.IpcacheEntry(sec_identity=state.ipcache[net]))
+        for net in nets
+        if net in state.ipcache
     }
 
 
-def _endpoint_bytes(state: _State) -> dict[bytes, bytes]:
-    return {
-        bytes(S.endpoint_key_to_c(ip)): bytes(S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity))
-        for ip, ep_id in state.by_ip.items()
-    }
+def _endpoint_bytes(state: _State, ips: set[IPAddress]) -> dict[bytes, bytes]:
+    """The local-address entries among ``ips``, as map key/value bytes."""
+    out = {}
+    for ip in ips:
+        ep_id = state.by_ip.get(ip)
+        if ep_id is not None:
+            info = S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity)
+            out[bytes(S.endpoint_key_to_c(ip))] = bytes(info)
+    return out
 
 
 def _has_bpf_privileges() -> bool:
