@@ -296,6 +296,10 @@ def _validate(update: DatapathUpdate) -> None:
     for net, ident in update.ipcache_upsert.items():
         if not 0 <= ident <= 0xFFFFFFFF:
             raise ValueError(f"identity out of range for {net}: {ident}")
+    for keys in update.policy_delete.values():
+        for key in keys:
+            if not isinstance(key, MapStateKey):
+                raise TypeError(f"policy key must be a MapStateKey, got {key!r}")
     for entries in update.policy_upsert.values():
         for key, entry in entries.items():
             if not isinstance(key, MapStateKey):
