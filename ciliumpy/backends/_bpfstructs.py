@@ -339,20 +339,5 @@ def event_key(ev: FlowEvent) -> MapStateKey | None:
     )
 
 
-def ct_key_to_c(
-    endpoint_id: int, protocol: int, src: IPAddress, dst: IPAddress, sport: int, dport: int
-) -> CtKey:
-    """A ``cil_ct`` key (ports in host order here, network order in the map)."""
-    return CtKey(
-        saddr=_addr16(src),
-        daddr=_addr16(dst),
-        sport=socket.htons(sport),
-        dport=socket.htons(dport),
-        endpoint_id=endpoint_id,
-        protocol=protocol,
-        family=_family(src.version),
-    )
-
-
 def auth_key_to_c(endpoint_id: int, remote_identity: int, auth_type: int) -> AuthKey:
     return AuthKey(local_id=endpoint_id, remote_id=remote_identity, auth_type=auth_type)
