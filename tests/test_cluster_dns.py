@@ -11,11 +11,12 @@ import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import attrs
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from ciliumpy import Action, Cluster, Direction, DropReason, MapStateKey, Packet, Protocol
-from ciliumpy._datapath import ID_WORLD
+from ciliumpy._datapath import ID_WORLD, TCPFlags
 from ciliumpy._fqdn import ManualClock
 from ciliumpy._l7 import DNSQuery
 
@@ -500,6 +501,26 @@ def test_a_new_lookup_extends_the_expiry(cluster: Cluster, clock: ManualClock) -
     assert cluster.check(APP, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
 
 
+@SIMULATOR_ONLY
+@pytest.mark.xfail(
+    strict=True,
+    reason="Cilium keeps an expired name's IP as a DNS zombie while conntrack shows a live connection "
+    "(reference §6.1 step 7, §6.2: access ends after expiry *and* connection close); Cluster.expire_dns "
+    "calls FQDNCache.expire without in_use, so the IP turns world at once and the established flow's "
+    "next packet is dropped with 133",
+)
+def test_a_live_connection_outlives_the_ttl(cluster: Cluster, clock: ManualClock) -> None:
+    cluster.apply(egress_policy("fqdn", "app", dns_egress([ALL_NAMES]), fqdn_egress({"matchName": "www.cilium.io"})))
+    cluster.resolve(APP, "www.cilium.io")
+    src = cluster.endpoint(APP).ips[0]
+    opening = Packet(src, "203.0.113.1", int(Protocol.TCP), sport=50000, dport=443, tcp_flags=int(TCPFlags.SYN))
+    assert cluster.evaluate(opening).verdict == "FORWARDED"
+    clock.advance(60)
+    cluster.expire_dns()  # a DNS garbage-collection run while the connection is open
+    data = attrs.evolve(opening, tcp_flags=int(TCPFlags.ACK | TCPFlags.PSH))
+    assert cluster.evaluate(data).verdict == "FORWARDED"
+
+
 @pytest.mark.parametrize(("min_ttl", "open_after_600s"), [(0, False), (3600, True)])
 def test_dns_min_ttl_keeps_short_ttl_entries(ciliumpy_backend: str, min_ttl: int, open_after_600s: bool) -> None:
     clock = ManualClock(0.0)
@@ -514,6 +535,38 @@ def test_dns_min_ttl_keeps_short_ttl_entries(ciliumpy_backend: str, min_ttl: int
         assert cluster.check(APP, "203.0.113.1", 443).allowed is open_after_600s
         clock.advance(3001)
         assert cluster.check(APP, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
+
+
+# -- toFQDNs with L7 rules ---------------------------------------------------------------------
+
+
+@SIMULATOR_ONLY
+def test_tofqdns_with_http_rules_sends_requests_to_the_egress_proxy(cluster: Cluster) -> None:
+    cluster.add_dns_records({"api.github.com": ["203.0.113.20"]})
+    cluster.apply(
+        egress_policy(
+            "github",
+            "app",
+            dns_egress([{"matchName": "api.github.com"}]),
+            {
+                "toFQDNs": [{"matchName": "api.github.com"}],
+                "toPorts": [
+                    {
+                        "ports": [{"port": "80", "protocol": "TCP"}],
+                        "rules": {"http": [{"method": "GET", "path": "/repos/.*"}]},
+                    }
+                ],
+            },
+        )
+    )
+    ok = cluster.check(APP, "api.github.com", 80, http={"method": "GET", "path": "/repos/cilium/cilium"})
+    assert ok.verdict == "FORWARDED" and ok.http_status == 200 and ok.dns is not None and ok.dns.learned
+    assert ok.egress is not None and ok.egress.result.action == Action.REDIRECT
+    denied = cluster.check(APP, "api.github.com", 80, http={"method": "DELETE", "path": "/repos/cilium/cilium"})
+    assert denied.http_status == 403 and denied.direction == Direction.EGRESS
+    probe = cluster.check(APP, "api.github.com", 80)
+    assert probe.verdict == "REDIRECTED" and probe.egress is not None
+    assert probe.egress.accepts == ("GET /repos/.*",)
 
 
 # -- names that do not exist ----------------------------------------------------------------------
