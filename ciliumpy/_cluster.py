@@ -39,9 +39,10 @@ from ._identity import (
     IdentityAllocator,
     cidr_identity_labels,
     endpoint_identity_labels,
+    world_label_for,
 )
-from ._labels import NAMESPACE_KEY, SOURCE_K8S, LabelSet
-from ._manifests import load_objects
+from ._labels import NAMESPACE_KEY, SOURCE_K8S, Label, LabelSet, cidr_label
+from ._manifests import Document, line_of, load_located, load_objects
 from ._mapstate import (
     CompilerConfig,
     EndpointPolicy,
@@ -158,6 +159,7 @@ class Cluster:
         self.dns_min_ttl = dns_min_ttl
         self.fqdn_cache = FQDNCache(self.clock, min_ttl=dns_min_ttl)
         self._fqdn_ips: dict[IPAddress, frozenset[str]] = {}  # learned IP -> names
+        self._open_conns: set[tuple[int, IPAddress, IPAddress, int, int]] = set()
         self._reset_derived()
         self._sport = itertools.count(40000)
 
@@ -280,8 +282,9 @@ class Cluster:
         Every document is parsed and validated before anything changes; if resolution
         fails afterwards, the cluster is restored to exactly its previous state.
         """
-        objects = load_objects(manifests)
-        self._apply_objects(objects)
+        located = load_located(manifests)
+        objects = [obj for obj, _ in located]
+        self._apply_objects(objects, {id(obj): doc for obj, doc in located if doc is not None})
         return objects
 
     def delete(self, *manifests: Any) -> None:
@@ -301,9 +304,16 @@ class Cluster:
         ep = self.endpoint(ref)
         self.delete(ep)
 
-    def _apply_objects(self, objects: Sequence[ModelObject]) -> None:
+    def _apply_objects(self, objects: Sequence[ModelObject], docs: Mapping[int, Document] | None = None) -> None:
         for obj in objects:
-            self._validate_object(obj)
+            try:
+                self._validate_object(obj)
+            except PolicyError as exc:
+                doc = (docs or {}).get(id(obj))
+                if doc is None:
+                    raise
+                where = doc.source or "<manifest>"
+                raise exc.located(document=where, line=line_of(doc.data, exc.field)) from None
         snapshot = self._snapshot()
         try:
             for obj in objects:
@@ -742,14 +752,12 @@ class Cluster:
         return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
 
     def _sync_ipcache(self, cidrs: set[IPNetwork], fqdn_sels: Mapping[str, Any]) -> None:
-        wanted: dict[IPNetwork, LabelSet] = {}
+        # prefix -> (labels, prefix whose cidr: label the identity carries)
+        wanted: dict[IPNetwork, tuple[LabelSet, IPNetwork | None]] = {}
         for net in cidrs:
             if net.prefixlen == 0:
                 continue
-            wanted[net] = cidr_identity_labels(net, (), self.config.dual_stack)
-        # learned FQDN addresses: /32 or /128 with the fqdn labels of matching selectors
-        from ._labels import Label
-
+            wanted[net] = (cidr_identity_labels(net, (), self.config.dual_stack), net)
         for ip, names in self._fqdn_ips.items():
             fqdn_labels = sorted(
                 {
@@ -761,8 +769,16 @@ class Cluster:
             )
             if not fqdn_labels:
                 continue
+            # A learned address carries only its fqdn labels, the world label and the label of
+            # the nearest prefix some CIDR rule references (CFP-28427, pkg/ipcache/metadata.go),
+            # so addresses selected by the same selectors share one identity.
             host = ipaddress.ip_network(ip)
-            wanted[host] = cidr_identity_labels(host, fqdn_labels, self.config.dual_stack)
+            parents = [n for n in cidrs if n.version == host.version and n.prefixlen and host.subnet_of(n)]  # type: ignore[arg-type]
+            parent = max(parents, key=lambda n: n.prefixlen) if parents else None
+            learned = [world_label_for(host, self.config.dual_stack), *fqdn_labels]
+            if parent is not None:
+                learned.append(cidr_label(parent))
+            wanted[host] = (LabelSet(learned), parent)
         fixed: dict[IPNetwork, int] = {}
         if self.config.dual_stack:
             fixed[ipaddress.ip_network("0.0.0.0/0")] = ID_WORLD_IPV4
@@ -782,12 +798,12 @@ class Cluster:
                 fixed[pfx] = num
         # (re)allocate local identities
         new_ids: dict[IPNetwork, Identity] = {}
-        for net, labels in wanted.items():
+        for net, (labels, parent) in wanted.items():
             old = self._ipcache_ids.get(net)
             if old is not None and old.labels == labels:
                 new_ids[net] = old
                 continue
-            ident, new = self._alloc.acquire(labels, cidr=net)
+            ident, new = self._alloc.acquire(labels, cidr=parent, local=True)
             if new:
                 self._cache.add_identity(ident)
             new_ids[net] = ident
@@ -888,20 +904,100 @@ class Cluster:
         else:
             if port is None or not 0 <= int(port) <= 65535:
                 raise PolicyError("port must be within 0..65535", field="port", value=port)
+            port = int(port)
+            note = ""
+            svc = self._service_at(dst_ip)
+            if svc is not None:
+                # Policy applies after service translation (DNAT to a backend, reference §3.9).
+                backend = self._service_backend(svc, dst_ip.version, port, proto)
+                if backend is None:
+                    failure = f"service {svc.namespace}/{svc.name} has no backend for {port}/{proto.label}"
+                    pkt = Packet(src_ip, dst_ip, int(proto), sport=next(self._sport) % 28000 + 32768, dport=port)
+                    return Verdict(
+                        src=self._peer(src_ip, None),
+                        dst=self._peer(dst_ip, None),
+                        packet=pkt,
+                        egress=None,
+                        ingress=None,
+                        failure=failure,
+                        time=self.clock.now(),
+                    )
+                note = (
+                    f"{dst_ip}:{port} is service {svc.namespace}/{svc.name}; "
+                    f"translated to backend {backend[0]}:{backend[1]}"
+                )
+                dst_ip, port = backend
             pkt = Packet(
                 src_ip,
                 dst_ip,
                 int(proto),
                 sport=next(self._sport) % 28000 + 32768,
-                dport=int(port),
+                dport=port,
                 tcp_flags=int(TCPFlags.SYN) if proto == Protocol.TCP else 0,
             )
-        return self.evaluate(pkt, http=http)
+            if note:
+                return attrs.evolve(self.evaluate(pkt, http=http, probe=True), notes=(note,))
+        return self.evaluate(pkt, http=http, probe=True)
 
-    def evaluate(self, packet: Packet, http: Mapping[str, Any] | None = None, request: Any = None) -> Verdict:
+    def _service_at(self, ip: IPAddress) -> Service | None:
+        if not self._services:
+            return None
+        for svc in self._services.values():
+            if ip in svc.cluster_ips:
+                return svc
+        return None
+
+    def _service_backend(self, svc: Service, family: int, port: int, proto: Protocol) -> tuple[IPAddress, int] | None:
+        """The first backend (pods selected by the service, by name) and its target port."""
+        target: int | str | None = port
+        if svc.ports:
+            match = [p for p in svc.ports if p.port == port and p.protocol == proto.label]
+            if not match:
+                return None
+            target = match[0].target_port if match[0].target_port is not None else port
+        if svc.selector is None:
+            for ip in svc.backend_ips:
+                if ip.version == family and isinstance(target, int):
+                    return ip, target
+            return None
+        wanted = svc.selector_labels()
+        assert wanted is not None
+        for ref in sorted(self._endpoints):
+            ep = self._endpoints[ref]
+            if ep.namespace != svc.namespace or any(ep.labels.get(k) != v for k, v in svc.selector.items()):
+                continue
+            num = target if isinstance(target, int) else ep.named_port(str(target))
+            if num is None:
+                continue
+            for ip in ep.ips:
+                if ip.version == family:
+                    return ip, int(num)
+        return None
+
+    def _dns_upstream(self, qname: str, qtype: str) -> Any:
+        """What the cluster DNS answers: Service names as CoreDNS would, else the registered records."""
+        from ._dns import DNSRecords
+
+        found = self.dns_records.get(qname)
+        if found is not None:
+            return found
+        parts = qname.rstrip(".").split(".")
+        if len(parts) >= 4 and parts[2] == "svc":
+            svc = self._services.get((parts[1], parts[0]))
+            if svc is not None and svc.cluster_ips:
+                return DNSRecords(ips=tuple(str(ip) for ip in svc.cluster_ips), ttl=30)
+        return None
+
+    def evaluate(
+        self, packet: Packet, http: Mapping[str, Any] | None = None, request: Any = None, *, probe: bool = False
+    ) -> Verdict:
         """Run a packet through the egress hook of its source and the ingress hook of its
         destination (conntrack state is kept between calls). ``http`` or an L7 ``request``
-        (HTTPRequest, KafkaRequest, DNSQuery) is judged where the packet is redirected."""
+        (HTTPRequest, KafkaRequest, DNSQuery) is judged where the packet is redirected.
+
+        Allowed packets open a connection that stays open until a FIN or RST packet of it
+        is evaluated; while open, a learned FQDN address it uses is kept when its DNS entry
+        expires (a DNS "zombie"). ``probe`` (what ``check`` uses) opens nothing."""
         self._sync()
         if http is not None:
             from ._l7 import HTTPRequest
@@ -913,7 +1009,7 @@ class Cluster:
         if egress.allowed:
             ingress_res = self.backend.evaluate(packet, Direction.INGRESS)
             ingress = self._hook(ingress_res, packet, request)
-        return Verdict(
+        verdict = Verdict(
             src=self._peer(packet.src, egress_res),
             dst=self._peer(packet.dst, ingress.result if ingress else None),
             packet=packet,
@@ -922,6 +1018,23 @@ class Cluster:
             request=request,
             time=self.clock.now(),
         )
+        if not probe:
+            self._track_connection(packet, verdict.allowed)
+        return verdict
+
+    def _track_connection(self, packet: Packet, allowed: bool) -> None:
+        fwd = (packet.protocol, packet.src, packet.dst, packet.sport, packet.dport)
+        rev = (packet.protocol, packet.dst, packet.src, packet.dport, packet.sport)
+        closing = packet.protocol == Protocol.TCP and packet.tcp_flags & (TCPFlags.FIN | TCPFlags.RST)
+        if closing:
+            self._open_conns.discard(fwd)
+            self._open_conns.discard(rev)
+        elif allowed and rev not in self._open_conns:
+            self._open_conns.add(fwd)
+
+    def open_connections(self) -> list[tuple[IPAddress, IPAddress, int, int, int]]:
+        """Connections opened by :meth:`evaluate` and not yet closed: (src, dst, sport, dport, protocol)."""
+        return [(s, d, sp, dp, proto) for proto, s, d, sp, dp in sorted(self._open_conns, key=str)]
 
     def _hook(self, res: DatapathResult, packet: Packet, request: Any) -> HookVerdict:
         if not res.enforced:
@@ -1032,7 +1145,7 @@ class Cluster:
         src_ip, dns_ip = self._addresses(src, server)
         query = DNSQuery(name, qtype)
         pkt = Packet(src_ip, dns_ip, int(Protocol.UDP), sport=next(self._sport) % 28000 + 32768, dport=53, tcp_flags=0)
-        verdict = self.evaluate(pkt, request=query)
+        verdict = self.evaluate(pkt, request=query, probe=True)
         dropped = any(h is not None and not h.result.allowed for h in (verdict.egress, verdict.ingress))
         if dropped:
             return Resolution(name=query.fqdn, qtype=qtype, verdict=verdict, result=None, learned=False)
@@ -1042,7 +1155,7 @@ class Cluster:
         result = proxy.handle(
             build_query(name, qtype, id=pkt.sport),
             allow=lambda _n: allowed,
-            upstream=lambda qname, _qtype: self.dns_records.get(qname),
+            upstream=self._dns_upstream,
             endpoint=src,
             now=self.clock.now(),
         )
@@ -1054,7 +1167,10 @@ class Cluster:
 
     def expire_dns(self) -> None:
         """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
-        if (len(self.fqdn_cache) or self.fqdn_cache.zombies()) and self.fqdn_cache.expire(self.clock.now()):
+        if not (len(self.fqdn_cache) or self.fqdn_cache.zombies()):
+            return
+        in_use = {ip for conn in self._open_conns for ip in conn[1:3]}
+        if self.fqdn_cache.expire(self.clock.now(), in_use=in_use):
             self._refresh_fqdn_ips()
 
     def _refresh_fqdn_ips(self) -> None:

@@ -165,9 +165,11 @@ class Identity:
     def _make_name(self) -> str:
         if self.id in RESERVED_NAMES:
             return RESERVED_NAMES[self.id]
-        if self.cidr is not None:
+        if self.is_local:
             fq = [lbl.key for lbl in self.labels.labels if lbl.source == "fqdn"]
-            return f"fqdn:{','.join(sorted(fq))}" if fq else str(cidr_label(self.cidr))
+            if fq:
+                return f"fqdn:{','.join(sorted(fq))}"
+            return str(cidr_label(self.cidr)) if self.cidr is not None else str(self.id)
         ns = self.labels.get(NAMESPACE_KEY, SOURCE_K8S)
         app = [
             f"{lbl.key}={lbl.value}"
@@ -203,14 +205,16 @@ class IdentityAllocator:
     def all(self) -> list[Identity]:
         return sorted(self._by_id.values(), key=lambda i: i.id)
 
-    def acquire(self, labels: LabelSet, cidr: IPNetwork | None = None) -> tuple[Identity, bool]:
-        """Return the identity of ``labels`` (allocating it if new) and whether it is new."""
+    def acquire(self, labels: LabelSet, cidr: IPNetwork | None = None, *, local: bool = False) -> tuple[Identity, bool]:
+        """Return the identity of ``labels`` (allocating it if new) and whether it is new.
+
+        CIDR identities (``cidr`` given) and FQDN identities (``local``) are node-local."""
         existing = self._by_labels.get(labels)
         if existing is not None:
             if not existing.is_reserved:
                 self._refs[existing.id] = self._refs.get(existing.id, 0) + 1
             return existing, False
-        if cidr is not None:
+        if cidr is not None or local:
             num = LOCAL_IDENTITY_FLAG | self._next_local
             self._next_local += 1
         else:

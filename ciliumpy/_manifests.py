@@ -225,11 +225,16 @@ def parse_object(doc: Document) -> ModelObject:
 
 def load_objects(sources: Iterable[Any]) -> list[ModelObject]:
     """Parse every source; model objects pass through unchanged."""
-    out: list[ModelObject] = []
+    return [obj for obj, _ in load_located(sources)]
+
+
+def load_located(sources: Iterable[Any]) -> list[tuple[ModelObject, Document | None]]:
+    """Like :func:`load_objects`, keeping each object's document for later error locations."""
+    out: list[tuple[ModelObject, Document | None]] = []
     for source in sources:
         if isinstance(source, MODEL_TYPES):
-            out.append(source)
+            out.append((source, None))
             continue
         for doc in read_documents(source):
-            out.append(parse_object(doc))
+            out.append((parse_object(doc), doc))
     return out

@@ -30,7 +30,6 @@ from ._labels import (
     CLUSTER_KEY,
     NAMESPACE_KEY,
     NAMESPACE_LABELS_PREFIX,
-    SOURCE_ANY,
     SOURCE_FQDN,
     SOURCE_K8S,
     SOURCE_RESERVED,
@@ -343,6 +342,8 @@ class L4Filter:
     first: int
     last: int
     selectors: dict[PeerSelector, SelectorPolicy] = attrs.field(factory=dict)
+    parser: str | None = None
+    parser_origins: frozenset[RuleOrigin] = frozenset()
 
     @property
     def is_l3_only(self) -> bool:
@@ -354,11 +355,30 @@ class L4Filter:
         return self.protocol == protocol and self.first <= port <= self.last
 
     def add(self, sel: PeerSelector, contrib: SelectorPolicy, path: str) -> None:
+        # One L7 parser per L4 filter (pkg/policy/rule.go mergePortProto): http for one peer
+        # and kafka for another on the same port cannot coexist.
+        parser = contrib.l7.parser if contrib.l7 is not None else None
+        if parser is not None and not contrib.deny:
+            if self.parser is not None and self.parser != parser:
+                _conflict(self.parser, parser, contrib, self.parser_origins)
+            self.parser = parser
+            self.parser_origins = self.parser_origins | contrib.origins
         old = self.selectors.get(sel)
         if old is None:
             self.selectors[sel] = contrib
             return
         self.selectors[sel] = _merge_selector_policy(old, contrib, path)
+
+
+def _conflict(first: str, second: str, contrib: SelectorPolicy, earlier: frozenset[RuleOrigin]) -> None:
+    where = min(contrib.origins) if contrib.origins else None
+    raise PolicyError(
+        f"cannot merge conflicting L7 parsers ({first}/{second})",
+        kind=where.kind if where else None,
+        namespace=(where.namespace or None) if where else None,
+        name=where.name if where else None,
+        field=f"{where.rule}.toPorts" if where else None,
+    )
 
 
 def _merge_selector_policy(a: SelectorPolicy, b: SelectorPolicy, path: str) -> SelectorPolicy:
@@ -702,7 +722,17 @@ def endpoint_selector_for_peer(sel: EndpointSelector, kind: str, namespace: str,
 def subject_selector(sel: EndpointSelector, kind: str, namespace: str) -> PeerSelector:
     """The subject selector of a rule: a CNP's is pinned to its namespace."""
     if kind in ("CiliumNetworkPolicy", "NetworkPolicy"):
-        reqs = [r for r in sel.requirements if not (r.key == NAMESPACE_KEY and r.source in (SOURCE_K8S, SOURCE_ANY))]
+        # ParseToCiliumRule sets the k8s-sourced namespace key of matchLabels to the policy's
+        # namespace (overwriting a user value); every other requirement is kept as written.
+        from ._labels import split_source
+
+        reqs: list[Requirement] = []
+        for key, value in sel.match_labels:
+            src, bare = split_source(key)
+            if bare == NAMESPACE_KEY and src == SOURCE_K8S:
+                continue
+            reqs.append(Requirement(src, bare, Operator.IN, (value,)))
+        reqs.extend(sel.match_expressions)
         reqs.append(namespace_requirement(namespace))
         return PeerSelector.labels(reqs, f"{sel} in {namespace}")
     return PeerSelector.labels(sel.requirements, str(sel))

@@ -232,12 +232,6 @@ def test_starwars_l7_policy_allows_landing_and_refuses_the_exhaust_port(starwars
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cluster.check does no service DNAT: a ClusterIP destination is looked up in the ipcache as "
-    "world and only the source's egress is enforced, so the xwing reaches the deathstar Service "
-    "(reference §3.9 step 1: destination identity after service DNAT)",
-)
 def test_starwars_via_the_deathstar_cluster_ip(starwars: Cluster) -> None:
     starwars.apply(DATA / "starwars-l7.yaml")
     cluster_ip = str(starwars.services[0].cluster_ips[0])
@@ -248,11 +242,6 @@ def test_starwars_via_the_deathstar_cluster_ip(starwars: Cluster) -> None:
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cluster DNS answers only add_dns_records names, not Services: "
-    "deathstar.default.svc.cluster.local gets NXDOMAIN (CoreDNS would answer the ClusterIP)",
-)
 def test_starwars_by_service_name_as_in_the_demo(starwars: Cluster) -> None:
     starwars.add_endpoint("kube-system/coredns", labels={"k8s-app": "kube-dns"})
     res = starwars.resolve(TIEFIGHTER, "deathstar.default.svc.cluster.local")
@@ -317,9 +306,10 @@ def server_policy(
 
 
 @pytest.fixture
-def cluster(ciliumpy_backend: str) -> Iterator[Cluster]:
-    with Cluster.from_manifests(PODS, backend=ciliumpy_backend) as c:
-        yield c
+def cluster(cluster: Cluster) -> Cluster:
+    """The plugin's fresh cluster on the backend under test, with client, other and server."""
+    cluster.apply(PODS)
+    return cluster
 
 
 def request(cluster: Cluster, src: str, method: str, path: str, port: int = 80) -> Verdict:
@@ -523,13 +513,6 @@ def test_conflicting_l7_parsers_within_one_policy_are_rejected(cluster: Cluster)
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cilium keeps one L7 parser per L4 filter (port/protocol), not per selector: "
-    "pkg/policy/rule.go mergePortProto merges existingFilter.L7Parser for every rule on the port, so "
-    "http for one peer and kafka for another on the same port fail with 'cannot merge conflicting L7 "
-    "parsers'; _mapstate.L4Filter.add only merges policies of the same selector and accepts it",
-)
 def test_conflicting_l7_parsers_on_the_same_port_for_different_selectors_are_rejected(cluster: Cluster) -> None:
     kafka_from_other = server_policy(
         "kafka-other", [{"fromEndpoints": from_app("other"), "toPorts": tcp(80, {"kafka": [{"topic": "orders"}]})}]
@@ -539,12 +522,6 @@ def test_conflicting_l7_parsers_on_the_same_port_for_different_selectors_are_rej
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="the merge conflict PolicyError carries no location: _mapstate._merge_selector_policy calls "
-    "L7Rules.merged without passing the rule path it has, so kind/name/field are all None and the "
-    "message does not say which policies conflict",
-)
 def test_conflicting_l7_parsers_error_names_where(cluster: Cluster) -> None:
     cluster.apply(PUBLIC_ONLY)
     with pytest.raises(PolicyError) as info:

@@ -86,13 +86,6 @@ def test_cnp_subject_k8s_namespace_match_is_replaced_by_the_policy_namespace(c: 
     assert not allowed(c, "a/cli", "a/web")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead: subject_selector drops every namespace requirement of a CNP subject; Cilium "
-    "(ParseToCiliumRule) only overwrites the k8s-sourced matchLabels key, so an unprefixed "
-    "io.kubernetes.pod.namespace: b (an any-source requirement) stays and, ANDed with "
-    "k8s:io.kubernetes.pod.namespace=a, selects nothing",
-)
 def test_cnp_subject_unprefixed_foreign_namespace_selects_nothing(c: Cluster) -> None:
     sel = {"matchLabels": {"app": "web", "io.kubernetes.pod.namespace": "b"}}
     c.apply(_policy({"endpointSelector": sel, "ingress": [{}]}))
@@ -100,11 +93,6 @@ def test_cnp_subject_unprefixed_foreign_namespace_selects_nothing(c: Cluster) ->
     assert allowed(c, "a/cli", "a/web")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead: subject_selector drops namespace matchExpressions of a CNP subject; Cilium "
-    "keeps them (AddMatch only touches matchLabels), so NotIn [a] in namespace a selects nothing",
-)
 def test_cnp_subject_namespace_expression_is_kept(c: Cluster) -> None:
     expr = {"key": "io.kubernetes.pod.namespace", "operator": "NotIn", "values": ["a"]}
     c.apply(_policy({"endpointSelector": {"matchExpressions": [expr]}, "ingress": [{}]}))

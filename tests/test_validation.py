@@ -1063,11 +1063,6 @@ def test_from_nodes_error_is_located_in_its_file(tmp_path: Path) -> None:
     assert (err.kind, err.namespace, err.name) == ("CiliumNetworkPolicy", "prod", "p")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cluster._validate_object (lead) raises after loading, without the document and "
-    "line the loader knows: errors for fromNodes/fromGroups/cidrGroupRef lack file:line",
-)
 def test_cluster_level_rejections_name_file_and_line(tmp_path: Path) -> None:
     text = spec_with("ingress:\n- fromNodes:  #!\n  - matchLabels: {role: edge}\n")
     path = tmp_path / "nodes.yaml"
