@@ -261,6 +261,7 @@ def endpoint_key_to_c(addr: IPAddress) -> EndpointKey:
 
 
 def endpoint_info_to_c(endpoint_id: int, identity: int) -> EndpointInfo:
+    """The ``cil_lxc`` value of a local address."""
     return EndpointInfo(identity=identity, endpoint_id=endpoint_id)
 
 
@@ -340,4 +341,5 @@ def event_key(ev: FlowEvent) -> MapStateKey | None:
 
 
 def auth_key_to_c(endpoint_id: int, remote_identity: int, auth_type: int) -> AuthKey:
+    """The ``cil_auth`` key of an authenticated (endpoint, remote identity, type) triple."""
     return AuthKey(local_id=endpoint_id, remote_id=remote_identity, auth_type=auth_type)

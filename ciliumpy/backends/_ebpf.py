@@ -473,6 +473,7 @@ class TCAttachment:
 
     @property
     def attached(self) -> bool:
+        """False once detached (explicitly or by the backend's ``close()``)."""
         return self._owner is not None
 
     def detach(self) -> None:
@@ -654,6 +655,7 @@ class EBPFBackend:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran (or the finalizer released the object)."""
         return self._kernel.released
 
     def __enter__(self) -> EBPFBackend:
@@ -664,6 +666,7 @@ class EBPFBackend:
 
     @property
     def capabilities(self) -> frozenset[str]:
+        """``conntrack``, ``counters``, ``events`` (ring buffer) and ``live`` (tc attach)."""
         return frozenset({"conntrack", "counters", "events", "live"})
 
     # -- runtime knobs ---------------------------------------------------------------------
@@ -853,10 +856,22 @@ class EBPFBackend:
         return int(run.retval), self.drain_events()
 
     def drain_events(self) -> list[DatapathEvent]:
-        """Every flow event waiting in the ring buffer, oldest first."""
-        k = self._kernel
+        """Every flow event waiting in the ring buffer, oldest first (never blocks)."""
         self._live_obj()
-        L.library().ring_buffer__consume(k.rb)
+        L.library().ring_buffer__consume(self._kernel.rb)
+        return self._take_pending()
+
+    def poll_events(self, timeout_ms: int = 100) -> list[DatapathEvent]:
+        """Wait up to ``timeout_ms`` for flow events (live traffic), then return them all."""
+        self._live_obj()
+        rc = int(L.library().ring_buffer__poll(self._kernel.rb, timeout_ms))
+        # A signal interrupting epoll_wait is not an error: report what arrived so far.
+        if rc < 0 and rc != -errno_mod.EINTR:
+            raise BPFError(-rc, os.strerror(-rc), function="ring_buffer__poll")
+        return self._take_pending()
+
+    def _take_pending(self) -> list[DatapathEvent]:
+        k = self._kernel
         records, k.pending = k.pending, []
         size = ctypes.sizeof(S.FlowEvent)
         return [DatapathEvent.from_c(S.FlowEvent.from_buffer_copy(r[:size])) for r in records]

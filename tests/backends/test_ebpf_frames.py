@@ -6,6 +6,7 @@ The frames here are assembled byte by byte in this file (not with the backend's 
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import struct
 import time
@@ -24,6 +25,7 @@ from ciliumpy._datapath import (
     Protocol,
 )
 from ciliumpy.backends import DatapathUpdate
+from ciliumpy.backends import _libbpf as L
 from ciliumpy.backends._bpfstructs import EventMode
 from ciliumpy.backends._ebpf import DatapathEvent, EBPFBackend, build_frame
 
@@ -260,6 +262,19 @@ def test_event_mode_drops_only_and_none(dp: EBPFBackend) -> None:
     assert result.action == Action.ALLOW and dp.event_mode == EventMode.NONE
     dp.event_mode = EventMode.ALL
     assert run(dp, allowed)[1] is not None
+
+
+def test_poll_events_returns_waiting_events(dp: EBPFBackend) -> None:
+    dp.event_mode = EventMode.ALL
+    frame = ipv4(6, tcp(1, 80))
+    data = ctypes.create_string_buffer(frame, len(frame))
+    run_opts = L.opts(
+        L.bpf_test_run_opts, data_in=ctypes.cast(data, ctypes.c_void_p), data_size_in=len(frame), repeat=3
+    )
+    L.library().bpf_prog_test_run_opts(dp.program_fds[ING], ctypes.byref(run_opts))
+    events = dp.poll_events(timeout_ms=10)
+    assert [e.dport for e in events] == [80, 80, 80]
+    assert dp.poll_events(timeout_ms=1) == []
 
 
 def test_event_carries_cookie_of_entry_origins(dp: EBPFBackend) -> None:
