@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ciliumpy._datapath import Direction, EndpointRecord, IPAddress, MapStateKey, Packet, PolicyEntry, Protocol
-from ciliumpy.backends import DatapathUpdate, load_backend
+from ciliumpy.backends import Backend, DatapathUpdate, load_backend
 from ciliumpy.backends import _ebpf as ebpf_module
 from ciliumpy.backends import _libbpf as L
 from ciliumpy.backends._ebpf import OBJECT_PATH, EBPFBackend
@@ -125,6 +125,7 @@ def test_backend_is_registered_under_its_name(ebpf_available: None) -> None:
     backend = load_backend("ebpf")
     try:
         assert isinstance(backend, EBPFBackend)
+        assert isinstance(backend, Backend)  # the runtime-checkable protocol
         assert {"conntrack", "counters", "live"} <= backend.capabilities
     finally:
         backend.close()
