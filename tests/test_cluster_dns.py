@@ -246,6 +246,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def cluster(ciliumpy_backend: str, clock: ManualClock) -> Iterator[Cluster]:
+    """Replaces the plugin's ``cluster``: kube-dns, app and peer, on ``clock``, with RECORDS."""
     with Cluster.from_manifests(PODS, backend=ciliumpy_backend, clock=clock) as c:
         c.add_dns_records(RECORDS, ttl=30)
         yield c
@@ -453,13 +454,6 @@ def test_learning_adds_the_fqdn_identity_to_the_querying_endpoint_map_state(clus
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cilium 1.16+ (CFP-28427) labels a learned IP only with fqdn:<selector> (+ reserved:world), "
-    "so IPs selected by the same selectors share one identity and learning another one is a single "
-    "ipcache write; _cluster._sync_ipcache builds the labels with _identity.cidr_identity_labels, which "
-    "adds cidr:<ip>/32, so every learned IP gets its own identity and its own map-state entry",
-)
 def test_addresses_under_the_same_selectors_share_one_identity(cluster: Cluster) -> None:
     cluster.apply(egress_policy("fqdn", "app", dns_egress([ALL_NAMES]), fqdn_egress({"matchPattern": "*.cilium.io"})))
     cluster.resolve(APP, "www.cilium.io")
@@ -502,14 +496,7 @@ def test_a_new_lookup_extends_the_expiry(cluster: Cluster, clock: ManualClock) -
 
 
 @SIMULATOR_ONLY
-@pytest.mark.xfail(
-    strict=True,
-    reason="Cilium keeps an expired name's IP as a DNS zombie while conntrack shows a live connection "
-    "(reference §6.1 step 7, §6.2: access ends after expiry *and* connection close); Cluster.expire_dns "
-    "calls FQDNCache.expire without in_use, so the IP turns world at once and the established flow's "
-    "next packet is dropped with 133",
-)
-def test_a_live_connection_outlives_the_ttl(cluster: Cluster, clock: ManualClock) -> None:
+def test_a_live_connection_keeps_its_address_past_the_ttl_until_it_closes(cluster: Cluster, clock: ManualClock) -> None:
     cluster.apply(egress_policy("fqdn", "app", dns_egress([ALL_NAMES]), fqdn_egress({"matchName": "www.cilium.io"})))
     cluster.resolve(APP, "www.cilium.io")
     src = cluster.endpoint(APP).ips[0]
@@ -519,6 +506,12 @@ def test_a_live_connection_outlives_the_ttl(cluster: Cluster, clock: ManualClock
     cluster.expire_dns()  # a DNS garbage-collection run while the connection is open
     data = attrs.evolve(opening, tcp_flags=int(TCPFlags.ACK | TCPFlags.PSH))
     assert cluster.evaluate(data).verdict == "FORWARDED"
+    assert fqdn_labels(cluster, "203.0.113.1") == {"fqdn:www.cilium.io"}  # kept as a zombie
+    # After the connection closes, the next garbage collection releases the address.
+    cluster.evaluate(attrs.evolve(opening, tcp_flags=int(TCPFlags.FIN | TCPFlags.ACK)))
+    cluster.expire_dns()
+    assert cluster.lookup_ip("203.0.113.1").id == ID_WORLD
+    assert cluster.check(APP, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
 
 
 @pytest.mark.parametrize(("min_ttl", "open_after_600s"), [(0, False), (3600, True)])

@@ -233,20 +233,33 @@ def test_starwars_l7_policy_allows_landing_and_refuses_the_exhaust_port(starwars
 
 @SIMULATOR_ONLY
 def test_starwars_via_the_deathstar_cluster_ip(starwars: Cluster) -> None:
+    # Policy applies after the service's DNAT to a backend (reference §3.9 step 1).
     starwars.apply(DATA / "starwars-l7.yaml")
     cluster_ip = str(starwars.services[0].cluster_ips[0])
-    xwing = starwars.check(XWING, cluster_ip, 80, http=LANDING)
-    assert xwing.verdict == "DROPPED" and xwing.drop_reason == DropReason.POLICY_DENIED
+    landing = starwars.check(TIEFIGHTER, cluster_ip, 80, http=LANDING)
+    assert landing.verdict == "FORWARDED" and landing.http_status == 200
+    assert landing.dst.ref in DEATHSTARS
+    assert any("service default/deathstar" in note for note in landing.notes)
     exhaust = starwars.check(TIEFIGHTER, cluster_ip, 80, http=EXHAUST)
     assert exhaust.http_status == 403
+    xwing = starwars.check(XWING, cluster_ip, 80, http=LANDING)
+    assert xwing.verdict == "DROPPED" and xwing.drop_reason == DropReason.POLICY_DENIED
 
 
 @SIMULATOR_ONLY
 def test_starwars_by_service_name_as_in_the_demo(starwars: Cluster) -> None:
+    # kubectl exec tiefighter -- curl -XPOST deathstar.default.svc.cluster.local/v1/request-landing
+    starwars.apply(DATA / "starwars-l7.yaml")
     starwars.add_endpoint("kube-system/coredns", labels={"k8s-app": "kube-dns"})
-    res = starwars.resolve(TIEFIGHTER, "deathstar.default.svc.cluster.local")
+    name = "deathstar.default.svc.cluster.local"
+    res = starwars.resolve(TIEFIGHTER, name)
     assert res.rcode == "NOERROR"
     assert res.answers == (str(starwars.services[0].cluster_ips[0]),)
+    landing = starwars.check(TIEFIGHTER, name, 80, http=LANDING)
+    assert landing.verdict == "FORWARDED" and landing.http_status == 200 and landing.dns is not None
+    assert starwars.check(TIEFIGHTER, name, 80, http=EXHAUST).http_status == 403
+    xwing = starwars.check(XWING, name, 80, http=LANDING)
+    assert xwing.failure is None and xwing.drop_reason == DropReason.POLICY_DENIED
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,7 +539,13 @@ def test_conflicting_l7_parsers_error_names_where(cluster: Cluster) -> None:
     cluster.apply(PUBLIC_ONLY)
     with pytest.raises(PolicyError) as info:
         cluster.apply(KAFKA_FROM_CLIENT)
-    assert info.value.field is not None
+    err = info.value
+    assert (err.kind, err.namespace, err.name) == ("CiliumNetworkPolicy", "default", "kafka-on-80")
+    assert err.field == "spec.ingress[0].toPorts"
+    assert str(err) == (
+        "CiliumNetworkPolicy default/kafka-on-80: spec.ingress[0].toPorts: "
+        "cannot merge conflicting L7 parsers (http/kafka)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
