@@ -465,6 +465,62 @@ def test_addresses_under_the_same_selectors_share_one_identity(cluster: Cluster)
     assert cluster.map_state(APP) == first
 
 
+def test_a_shared_identity_outlives_the_expiry_of_one_of_its_addresses(cluster: Cluster, clock: ManualClock) -> None:
+    cluster.apply(egress_policy("fqdn", "app", dns_egress([ALL_NAMES]), fqdn_egress({"matchPattern": "*.cilium.io"})))
+    cluster.add_dns_records({"www.cilium.io": ["203.0.113.1"]}, ttl=30)
+    cluster.add_dns_records({"docs.cilium.io": ["203.0.113.4"]}, ttl=300)
+    cluster.resolve(APP, "www.cilium.io")
+    cluster.resolve(APP, "docs.cilium.io")
+    shared = cluster.lookup_ip("203.0.113.4").id
+    assert cluster.lookup_ip("203.0.113.1").id == shared
+    clock.advance(60)  # www's entry expires, docs' does not
+    assert cluster.check(APP, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
+    docs = cluster.check(APP, "203.0.113.4", 443)
+    assert docs.verdict == "FORWARDED" and docs.dst.identity == shared
+    clock.advance(300)
+    assert cluster.check(APP, "203.0.113.4", 443).drop_reason == DropReason.POLICY_DENIED
+    assert not [i for i in cluster.identities() if i.id >> 24]  # the local identity is released
+
+
+@SIMULATOR_ONLY
+def test_one_address_for_two_names_under_different_selectors(cluster: Cluster, clock: ManualClock) -> None:
+    # CFP-28427's overlapping cases: an address carries the fqdn labels of every selector that
+    # selects one of its names, plus the label of the nearest prefix a CIDR rule references.
+    cluster.apply(
+        egress_policy("www", "app", dns_egress([ALL_NAMES]), fqdn_egress({"matchName": "www.cilium.io"})),
+        egress_policy(
+            "docs-and-cidr",
+            "peer",
+            fqdn_egress({"matchName": "docs.cilium.io"}),
+            {"toCIDR": ["203.0.113.0/24"], "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]},
+        ),
+    )
+    cluster.add_dns_records({"www.cilium.io": ["203.0.113.1"]}, ttl=30)
+    cluster.add_dns_records({"docs.cilium.io": ["203.0.113.1"]}, ttl=300)
+    assert cluster.check(PEER, "203.0.113.1", 80).verdict == "FORWARDED"  # CIDR rule, before any lookup
+    cluster.resolve(APP, "www.cilium.io")
+    cluster.resolve(APP, "docs.cilium.io")
+
+    def labels() -> set[str]:
+        return {str(label) for label in cluster.lookup_ip("203.0.113.1").labels}
+
+    assert labels() == {"fqdn:www.cilium.io", "fqdn:docs.cilium.io", "cidr:203.0.113.0/24", "reserved:world"}
+    assert [cluster.check(who, "203.0.113.1", p).verdict for who in (APP, PEER) for p in (443, 80)] == [
+        "FORWARDED",
+        "DROPPED",
+        "FORWARDED",
+        "FORWARDED",
+    ]
+    clock.advance(60)  # www.cilium.io expires (collected by the next check); docs.cilium.io remains
+    assert cluster.check(APP, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
+    assert labels() == {"fqdn:docs.cilium.io", "cidr:203.0.113.0/24", "reserved:world"}
+    assert cluster.check(PEER, "203.0.113.1", 443).verdict == "FORWARDED"
+    clock.advance(300)
+    assert cluster.check(PEER, "203.0.113.1", 443).drop_reason == DropReason.POLICY_DENIED
+    assert cluster.check(PEER, "203.0.113.1", 80).verdict == "FORWARDED"
+    assert labels() == {"cidr:203.0.113.0/24", "reserved:world"}
+
+
 # -- TTL ----------------------------------------------------------------------------------------
 
 
