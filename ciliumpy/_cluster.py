@@ -86,6 +86,8 @@ from .exceptions import PolicyError, UnknownEndpointError
 
 __all__ = ["Cluster", "Resolution"]
 
+CT_LIFETIME_TCP = 21600.0
+CT_LIFETIME_NONTCP = 60.0
 POD_CIDR_V4 = ipaddress.ip_network("10.244.0.0/16")
 POD_CIDR_V6 = ipaddress.ip_network("fd00:10:244::/56")
 HOST_IP_V4 = ipaddress.ip_address("10.0.0.1")
@@ -159,7 +161,8 @@ class Cluster:
         self.dns_min_ttl = dns_min_ttl
         self.fqdn_cache = FQDNCache(self.clock, min_ttl=dns_min_ttl)
         self._fqdn_ips: dict[IPAddress, frozenset[str]] = {}  # learned IP -> names
-        self._open_conns: set[tuple[int, IPAddress, IPAddress, int, int]] = set()
+        # open connection tuple -> time of its last packet (for conntrack lifetimes)
+        self._open_conns: dict[tuple[int, IPAddress, IPAddress, int, int], float] = {}
         self._reset_derived()
         self._sport = itertools.count(40000)
 
@@ -1027,14 +1030,27 @@ class Cluster:
         rev = (packet.protocol, packet.dst, packet.src, packet.dport, packet.sport)
         closing = packet.protocol == Protocol.TCP and packet.tcp_flags & (TCPFlags.FIN | TCPFlags.RST)
         if closing:
-            self._open_conns.discard(fwd)
-            self._open_conns.discard(rev)
-        elif allowed and rev not in self._open_conns:
-            self._open_conns.add(fwd)
+            self._open_conns.pop(fwd, None)
+            self._open_conns.pop(rev, None)
+        elif allowed:
+            self._open_conns[rev if rev in self._open_conns else fwd] = self.clock.now()
+
+    def _live_connections(self) -> list[tuple[int, IPAddress, IPAddress, int, int]]:
+        """Open connections whose conntrack entry has not timed out (bpf/lib/conntrack.h
+        lifetimes: 6 hours for established TCP, 60 seconds for other protocols)."""
+        now = self.clock.now()
+        live = []
+        for conn, seen in list(self._open_conns.items()):
+            lifetime = CT_LIFETIME_TCP if conn[0] == Protocol.TCP else CT_LIFETIME_NONTCP
+            if now - seen <= lifetime:
+                live.append(conn)
+            else:
+                del self._open_conns[conn]
+        return live
 
     def open_connections(self) -> list[tuple[IPAddress, IPAddress, int, int, int]]:
         """Connections opened by :meth:`evaluate` and not yet closed: (src, dst, sport, dport, protocol)."""
-        return [(s, d, sp, dp, proto) for proto, s, d, sp, dp in sorted(self._open_conns, key=str)]
+        return [(s, d, sp, dp, proto) for proto, s, d, sp, dp in sorted(self._live_connections(), key=str)]
 
     def _hook(self, res: DatapathResult, packet: Packet, request: Any) -> HookVerdict:
         if not res.enforced:
@@ -1169,7 +1185,7 @@ class Cluster:
         """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
         if not (len(self.fqdn_cache) or self.fqdn_cache.zombies()):
             return
-        in_use = {ip for conn in self._open_conns for ip in conn[1:3]}
+        in_use = {ip for conn in self._live_connections() for ip in conn[1:3]}
         if self.fqdn_cache.expire(self.clock.now(), in_use=in_use):
             self._refresh_fqdn_ips()
 

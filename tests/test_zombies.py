@@ -45,3 +45,23 @@ def test_connection_keeps_zombie_until_closed() -> None:
     c.expire_dns()
     assert c.check("app/web", "203.0.113.9", 443).drop_reason == DropReason.POLICY_DENIED
     assert c.lookup_ip("203.0.113.9").id == 2
+
+
+def test_udp_connection_times_out_like_conntrack() -> None:
+    clock = ManualClock(0.0)
+    c = Cluster(clock=clock)
+    c.add_endpoint("kube-system/coredns", labels={"k8s-app": "kube-dns"})
+    c.add_endpoint("app/web", labels={"app": "web"})
+    c.apply(POLICY.replace('port: "443", protocol: TCP', 'port: "443", protocol: UDP'))
+    c.add_dns_records({"www.example.com": ["203.0.113.9"]}, ttl=10)
+    c.resolve("app/web", "www.example.com")
+    src = c.endpoint("app/web").ips[0]
+    quic = Packet(src, "203.0.113.9", int(Protocol.UDP), sport=51000, dport=443, tcp_flags=0)
+    assert c.evaluate(quic).allowed
+    clock.advance(30)
+    c.expire_dns()  # TTL passed, but the UDP flow is 30 s old: still live
+    assert c.evaluate(quic).allowed
+    clock.advance(61)  # no packet for 61 s: the conntrack entry has timed out
+    c.expire_dns()
+    assert c.open_connections() == []
+    assert c.check("app/web", "203.0.113.9", 443, "UDP").drop_reason == DropReason.POLICY_DENIED
