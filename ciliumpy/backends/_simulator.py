@@ -37,39 +37,46 @@ _Lookup = tuple[MapStateKey, PolicyEntry]
 
 
 class LPMTable:
-    """Longest-prefix-match table over IPv4 and IPv6 prefixes."""
+    """Longest-prefix-match table over IPv4 and IPv6 prefixes.
+
+    One dict per (family, prefix length) keyed by the prefix bits; lookups walk the
+    lengths present from longest to shortest.
+    """
 
     def __init__(self) -> None:
-        self._by_len: dict[int, dict[tuple[int, int], int]] = {}
-        self._lengths: dict[int, list[int]] = {4: [], 6: []}
+        self._tables: dict[tuple[int, int], dict[int, int]] = {}
+        self._ordered: dict[int, list[tuple[int, int, dict[int, int]]]] = {4: [], 6: []}
         self._entries: dict[IPNetwork, int] = {}
 
+    @staticmethod
+    def _bits(version: int) -> int:
+        return 32 if version == 4 else 128
+
     def set(self, net: IPNetwork, value: int) -> None:
-        table = self._by_len.setdefault(net.version * 1000 + net.prefixlen, {})
-        table[(net.version, int(net.network_address))] = value
+        key = (net.version, net.prefixlen)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = {}
+            shift = self._bits(net.version) - net.prefixlen
+            ordered = self._ordered[net.version]
+            ordered.append((net.prefixlen, shift, table))
+            ordered.sort(key=lambda item: -item[0])
+        table[int(net.network_address) >> (self._bits(net.version) - net.prefixlen)] = value
         self._entries[net] = value
-        lengths = self._lengths[net.version]
-        if net.prefixlen not in lengths:
-            lengths.append(net.prefixlen)
-            lengths.sort(reverse=True)
 
     def delete(self, net: IPNetwork) -> None:
         self._entries.pop(net, None)
-        table = self._by_len.get(net.version * 1000 + net.prefixlen)
+        table = self._tables.get((net.version, net.prefixlen))
         if table is not None:
-            table.pop((net.version, int(net.network_address)), None)
+            table.pop(int(net.network_address) >> (self._bits(net.version) - net.prefixlen), None)
 
     def lookup(self, addr: IPAddress) -> int | None:
-        bits = 32 if addr.version == 4 else 128
         value = int(addr)
-        for plen in self._lengths[addr.version]:
-            table = self._by_len.get(addr.version * 1000 + plen)
-            if not table:
-                continue
-            masked = value >> (bits - plen) << (bits - plen) if plen else 0
-            hit = table.get((addr.version, masked))
-            if hit is not None:
-                return hit
+        for _plen, shift, table in self._ordered[addr.version]:
+            if table:
+                hit = table.get(value >> shift)
+                if hit is not None:
+                    return hit
         return None
 
     def copy(self) -> LPMTable:
@@ -231,7 +238,8 @@ class SimulatorBackend:
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
-        direction = Direction(direction)
+        if direction.__class__ is not Direction:
+            direction = Direction(direction)
         local = packet.src if direction == Direction.EGRESS else packet.dst
         remote = packet.dst if direction == Direction.EGRESS else packet.src
         ep_id = self._by_ip.get(_addr_key(local))
