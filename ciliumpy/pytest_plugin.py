@@ -18,8 +18,8 @@ project that depends on ciliumpy gets, with no configuration:
           cluster.apply("policies/")
           assert_allowed(cluster, "prod/web", "prod/db", 5432)
 
-Importing the plugin is cheap: ciliumpy itself is imported when a fixture or helper is first
-used, and Hypothesis never is.
+Importing the plugin never imports Hypothesis or a kernel backend: backends are probed the
+first time a test asks for one.
 """
 
 from __future__ import annotations
@@ -27,22 +27,23 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from ciliumpy import Cluster
-    from ciliumpy.testing import (
-        ClusterSpec,
-        Flow,
-        assert_allowed,
-        assert_denied,
-        assert_isolated,
-        assert_reachable,
-        labelled_map_state,
-        port_probes,
-    )
+from ._cluster import Cluster
+from .backends import BUILTIN_BACKENDS, _backend_class, default_backend_name
+from .exceptions import BackendUnavailableError
+from .testing import (
+    ClusterSpec,
+    Flow,
+    assert_allowed,
+    assert_denied,
+    assert_isolated,
+    assert_reachable,
+    labelled_map_state,
+    port_probes,
+)
 
 __all__ = [
     "ClusterSpec",
@@ -55,29 +56,8 @@ __all__ = [
     "port_probes",
 ]
 
-_HELPERS = frozenset(
-    {
-        "ClusterSpec",
-        "Flow",
-        "assert_allowed",
-        "assert_denied",
-        "assert_isolated",
-        "assert_reachable",
-        "labelled_map_state",
-        "port_probes",
-    }
-)
 REQUIRE_EBPF_ENV = "CILIUMPY_REQUIRE_EBPF"
 _OPTION = "--ciliumpy-backend"
-
-
-def __getattr__(name: str) -> Any:
-    # Re-exports resolved on first use, so loading the plugin does not import ciliumpy.
-    if name in _HELPERS:
-        from ciliumpy import testing
-
-        return getattr(testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,9 +67,6 @@ def __getattr__(name: str) -> Any:
 @functools.cache
 def _unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` cannot run here, or None when it can (probed once per process)."""
-    from ciliumpy.backends import _backend_class
-    from ciliumpy.exceptions import BackendUnavailableError
-
     try:
         cls = _backend_class(name)
         probe = getattr(cls, "probe", None)
@@ -101,8 +78,6 @@ def _unavailable_reason(name: str) -> str | None:
 
 
 def _known_backends() -> list[str]:
-    from ciliumpy.backends import BUILTIN_BACKENDS
-
     return list(BUILTIN_BACKENDS)
 
 
@@ -173,9 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
         known = _known_backends()
         unknown = [n for n in requested if n not in known]
         if unknown:
-            raise pytest.UsageError(
-                f"{_OPTION}: unknown backend {unknown[0]!r}; known: {', '.join(known)}"
-            )
+            raise pytest.UsageError(f"{_OPTION}: unknown backend {unknown[0]!r}; known: {', '.join(known)}")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -234,8 +207,6 @@ def ciliumpy_backend_fixture() -> str:
     Parametrised by the plugin over every available backend (see ``--ciliumpy-backend``);
     this body only runs when a test requests it in a way the plugin could not parametrise.
     """
-    from ciliumpy.backends import default_backend_name
-
     return default_backend_name()
 
 
@@ -249,7 +220,5 @@ def cluster_fixture(ciliumpy_backend: str) -> Iterator[Cluster]:
             cluster.add_endpoint("prod/web")
             assert_allowed(cluster, "world", "prod/web", 80)
     """
-    from ciliumpy import Cluster
-
     with Cluster(backend=ciliumpy_backend) as c:
         yield c

@@ -267,8 +267,12 @@ def _valid_value(value: str) -> None:
     EndpointSelector.from_manifest({"matchLabels": {"k": value}}, "value")
 
 
+def _alnum_end(text: str) -> str:
+    return text.rstrip("-._")
+
+
 def _relevant_key(key: str) -> bool:
-    return key[-1].isalnum() and is_identity_relevant(key) and not key.startswith("io.")
+    return is_identity_relevant(key) and not key.startswith("io.")
 
 
 def label_keys(
@@ -293,7 +297,7 @@ def label_keys(
     if vocab:
         options.append(st.sampled_from(vocab))
     if generated:
-        options.append(_words(_LOWER, _ALNUM + "-._", 9).filter(_relevant_key))
+        options.append(_words(_LOWER, _ALNUM + "-._", 9).map(_alnum_end).filter(_relevant_key))
     if not options:
         raise InvalidArgument("label_keys needs a non-empty vocabulary or generated=True")
     keys = st.one_of(options)
@@ -321,7 +325,7 @@ def label_values(
     if vocab:
         options.append(st.sampled_from(vocab))
     if generated:
-        options.append(_words(_ALNUM + _LOWER.upper(), _ALNUM + "-_.", 9).filter(lambda v: v[-1].isalnum()))
+        options.append(_words(_ALNUM + _LOWER.upper(), _ALNUM + "-_.", 9).map(_alnum_end))
     if empty:
         options.append(st.just(""))
     if not options:
@@ -727,7 +731,7 @@ def port_rules(
         options.append(st.builds(_l7_port_rule, _http_ports(max_ports), http))
         if d == Direction.EGRESS:
             dns_ports = st.sampled_from(("UDP", "ANY")).map(lambda p: [PortProtocol("53", 0, p)])
-            dns = st.lists(dns_rules(), max_size=2, unique=True).map(lambda rs: L7Rules(dns=tuple(rs)))
+            dns = st.lists(dns_rules(), min_size=1, max_size=2, unique=True).map(lambda rs: L7Rules(dns=tuple(rs)))
             options.append(st.builds(_l7_port_rule, dns_ports, dns))
     return _short_repr(st.one_of(options), "port_rules()")
 
@@ -1141,6 +1145,7 @@ def cluster_specs(
     namespace_labels: SearchStrategy[Mapping[str, str]] | None = None,
     min_endpoints: int = 0,
     max_endpoints: int = 4,
+    min_policies: int = 0,
     max_policies: int = 3,
 ) -> SearchStrategy[ClusterSpec]:
     """:class:`~ciliumpy.testing.ClusterSpec` values: pods and policies that fit together.
@@ -1161,7 +1166,8 @@ def cluster_specs(
     labels = _opt_strategy(namespace_labels, "namespace_labels", lambda: label_sets(max_size=1))
     _check_size(min_endpoints, "min_endpoints")
     _check_size(max_endpoints, "max_endpoints", low=min_endpoints)
-    _check_size(max_policies, "max_policies")
+    _check_size(min_policies, "min_policies")
+    _check_size(max_policies, "max_policies", low=min_policies)
     if endpoints is None:
         endpoints = _endpoints(namespaces=ns, names=st.sampled_from(("a", "b", "c", "d")) | _dns_label())
     else:
@@ -1177,7 +1183,7 @@ def cluster_specs(
         _check_strategy(policies, "policies")
     assert endpoints is not None and policies is not None
     endpoint_list = st.lists(endpoints, min_size=min_endpoints, max_size=max_endpoints, unique_by=lambda e: e.ref)
-    policy_list = st.lists(policies, max_size=max_policies, unique_by=lambda p: p.key)
+    policy_list = st.lists(policies, min_size=min_policies, max_size=max_policies, unique_by=lambda p: p.key)
     return _short_repr(_cluster_spec(endpoint_list, policy_list, labels), "cluster_specs()")
 
 

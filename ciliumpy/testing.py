@@ -19,6 +19,7 @@ rules responsible, e.g.::
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ import attrs
 import yaml
 
 from ._cluster import Cluster
-from ._datapath import Direction, IPAddress, MapStateKey, Protocol
+from ._datapath import Direction, IPAddress, MapStateKey, Packet, Protocol
 from ._manifests import load_objects
 from ._model import (
     CiliumClusterwideNetworkPolicy,
@@ -58,6 +59,8 @@ PolicyObject = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPol
 SPECIAL_PEERS = ("world", "host")
 
 _L4 = ("TCP", "UDP", "SCTP")
+# Fresh source ports for DNS flows, so no query is taken for a reply of an earlier one.
+_SOURCE_PORTS = itertools.count()
 _ICMP_NAMES = {"ICMP", "ICMPV4", "ICMPV6"}
 
 
@@ -191,11 +194,23 @@ class Flow:
     def check(self, cluster: Cluster) -> Verdict:
         """The cluster's verdict on this flow (``Cluster.check``).
 
-        A DNS flow is judged as the UDP/53 packet that carries the query: ``Cluster.check``
-        has no DNS-request parameter yet, so an L7 DNS rule shows as ``REDIRECTED`` and the
-        name itself is not matched against ``rules.dns``.
+        A DNS flow is the UDP packet carrying the query; where the port is redirected to the
+        DNS proxy, the query name is judged against the ``rules.dns`` that apply.
         """
-        return cluster.check(self.src, self.dst, self.port, self.protocol, http=self.http)
+        if self.dns is None:
+            return cluster.check(self.src, self.dst, self.port, self.protocol, http=self.http)
+        from ._l7 import DNSQuery
+
+        src_ip, dst_ip = _address_pair(cluster, self.src, self.dst)
+        packet = Packet(
+            src_ip,
+            dst_ip,
+            int(Protocol.UDP),
+            sport=32768 + next(_SOURCE_PORTS) % 28000,
+            dport=53 if self.port is None else self.port,
+            tcp_flags=0,
+        )
+        return cluster.evaluate(packet, request=DNSQuery(self.dns), probe=True)
 
     def __str__(self) -> str:
         proto = self.protocol.upper()
@@ -212,9 +227,7 @@ class Flow:
 # assertions
 
 
-def _flow_text(
-    src: str, dst: str, port: int | None, protocol: str, http: Mapping[str, Any] | None
-) -> str:
+def _flow_text(src: str, dst: str, port: int | None, protocol: str, http: Mapping[str, Any] | None) -> str:
     return str(Flow(src=src, dst=dst, port=port, protocol=protocol, http=http))
 
 
@@ -291,9 +304,7 @@ def assert_denied(
     return verdict
 
 
-def _normalize_ports(
-    ports: Iterable[int | tuple[int, str]], default_protocol: str
-) -> list[tuple[str, int]]:
+def _normalize_ports(ports: Iterable[int | tuple[int, str]], default_protocol: str) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for item in ports:
         if isinstance(item, tuple):
@@ -337,10 +348,7 @@ def assert_reachable(
     verdicts = [cluster.check(src, dst, port, proto) for proto, port in probes]
     failed = [v for v in verdicts if not v.allowed]
     if failed:
-        lines = [
-            f"expected {src} to reach {dst} on {len(probes)} port(s), "
-            f"but {len(failed)} were not allowed:"
-        ]
+        lines = [f"expected {src} to reach {dst} on {len(probes)} port(s), but {len(failed)} were not allowed:"]
         for (proto, port), v in zip(probes, verdicts, strict=True):
             if not v.allowed:
                 lines.append(f"  {proto}/{port}: {_outcome(v)}; decided by {_responsible(v)}")
@@ -359,14 +367,10 @@ def _peer_identity(cluster: Cluster, who: str, ip: IPAddress) -> int:
     return cluster.lookup_ip(ip).id
 
 
-def _relevant_keys(
-    cluster: Cluster, ref: str, direction: Direction, peer: int
-) -> list[MapStateKey]:
+def _relevant_keys(cluster: Cluster, ref: str, direction: Direction, peer: int) -> list[MapStateKey]:
     if ref in SPECIAL_PEERS or "/" not in ref:
         return []
-    return [
-        k for k in cluster.map_state(ref) if k.direction == direction and k.identity in (0, peer)
-    ]
+    return [k for k in cluster.map_state(ref) if k.direction == direction and k.identity in (0, peer)]
 
 
 def _addresses(cluster: Cluster, who: str) -> tuple[IPAddress, ...]:
@@ -381,6 +385,14 @@ def _addresses(cluster: Cluster, who: str) -> tuple[IPAddress, ...]:
     if "/" in who:
         return cluster.endpoint(who).ips
     return (ipaddress.ip_address(who),)
+
+
+def _address_pair(cluster: Cluster, src: str, dst: str) -> tuple[IPAddress, IPAddress]:
+    for a in _addresses(cluster, src):
+        for b in _addresses(cluster, dst):
+            if a.version == b.version:
+                return a, b
+    raise ValueError(f"{src} and {dst} have no address family in common")
 
 
 def _split_points(keys: Iterable[MapStateKey], protocol: int, top: int) -> list[int]:
@@ -494,8 +506,7 @@ def _reach_probes(
             probes = port_probes(cluster, src, dst, protocols=protocols)
             if len(families) > 1:
                 probes = [
-                    (("ICMPV6" if family == 6 else "ICMP") if p in ("ICMP", "ICMPV6") else p, n)
-                    for p, n in probes
+                    (("ICMPV6" if family == 6 else "ICMP") if p in ("ICMP", "ICMPV6") else p, n) for p, n in probes
                 ]
         else:
             probes = ports
@@ -563,10 +574,7 @@ def assert_isolated(
     if leaks:
         name_a = a if isinstance(a, str) else ", ".join(side_a)
         name_b = b if isinstance(b, str) else ", ".join(side_b)
-        lines = [
-            f"{name_a} and {name_b} are not isolated: "
-            f"{len(leaks)} of {checked} probed flows were allowed:"
-        ]
+        lines = [f"{name_a} and {name_b} are not isolated: {len(leaks)} of {checked} probed flows were allowed:"]
         for v in leaks[:20]:
             lines.append(f"  {v}; allowed by {_responsible(v)}")
         if len(leaks) > 20:
@@ -581,9 +589,7 @@ def assert_isolated(
 # comparing map states across clusters
 
 
-def labelled_map_state(
-    cluster: Cluster, ref: str
-) -> dict[tuple[str, str, str], tuple[str, int, tuple[str, ...]]]:
+def labelled_map_state(cluster: Cluster, ref: str) -> dict[tuple[str, str, str], tuple[str, int, tuple[str, ...]]]:
     """A pod's map state with identities replaced by their labels, for comparing clusters.
 
     Numeric identities depend on the order in which a cluster first saw label sets, so two
