@@ -3,7 +3,7 @@
 :class:`Lab` builds one network namespace per endpoint and a node namespace routing between
 them, attaches the eBPF backend's tc programs to the node side of every veth, and runs real
 TCP, UDP and ICMP exchanges with :meth:`Lab.connect`.  Needs root and the eBPF backend; see
-docs/ebpf.md ("Live lab").
+docs/lab.md.
 """
 
 from ._lab import HOST, Lab, LiveResult

@@ -345,33 +345,30 @@ class Lab:
         port = _Port(ref, wiring, pod, f"lxc{ep_id}")
         self._res.ports[ref] = port  # from here on, release() removes it
         pod_mac, host_mac = _mac(0, ep_id), _mac(1, ep_id)
-        node.ip(
-            batch=[
-                f"link add {port.host_if} address {host_mac} type veth"
-                f" peer name eth0 address {pod_mac} netns {pod.name}",
-                f"link set {port.host_if} up",
+        # Node side in one batch: the pair, then the routes and neighbours of the pod's
+        # addresses (they may point at the lxc device before its peer is up).
+        node_batch = [
+            f"link add {port.host_if} address {host_mac} type veth peer name eth0 address {pod_mac} netns {pod.name}",
+            f"link set {port.host_if} up",
+        ]
+        for ip in ips:
+            node_batch += [
+                f"route add {ip}/{ip.max_prefixlen} dev {port.host_if}",
+                f"neighbour replace {ip} lladdr {pod_mac} dev {port.host_if} nud permanent",
             ]
-        )
-        batch = ["link set lo up", "link set eth0 addrgenmode none", "link set eth0 up"]
+        node.ip(batch=node_batch)
+        pod_batch = ["link set lo up", "link set eth0 addrgenmode none", "link set eth0 up"]
         for ip in ips:
             gateway = HOST_IP_V4 if ip.version == 4 else HOST_IP_V6
             default = "0.0.0.0/0" if ip.version == 4 else "::/0"
             nodad = "" if ip.version == 4 else " nodad"
-            batch += [
+            pod_batch += [
                 f"address add {ip}/{ip.max_prefixlen} dev eth0{nodad}",
                 f"route replace {gateway}/{gateway.max_prefixlen} dev eth0 scope link",
                 f"route replace {default} via {gateway} dev eth0",
                 f"neighbour replace {gateway} lladdr {host_mac} dev eth0 nud permanent",
             ]
-        pod.ip(batch=batch)
-        routes = []
-        for ip in ips:
-            routes += [
-                f"route add {ip}/{ip.max_prefixlen} dev {port.host_if}",
-                f"neighbour replace {ip} lladdr {pod_mac} dev {port.host_if} nud permanent",
-            ]
-        if routes:
-            node.ip(batch=routes)
+        pod.ip(batch=pod_batch)
         if self._attached:
             self._attach_port(port)
 

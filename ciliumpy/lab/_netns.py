@@ -135,25 +135,22 @@ class NetNS:
         if not name.startswith(NAME_PREFIX):
             raise ValueError(f"lab namespaces are named {NAME_PREFIX}...; got {name!r}")
         self.name = name
+        # Started on first use: most endpoint namespaces of a big lab never need one.
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         ip("netns", "add", name)
         self._created = True
-        try:
-            self._worker = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1,
-                thread_name_prefix=f"netns-{name}",
-                initializer=_enter,
-                initargs=(str(NETNS_DIR / name),),
-            )
-            self.call(lambda: None)  # surface a setns failure here, not at first use
-        except BaseException:
-            self.close()
-            raise
 
     def call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn()`` on the thread inside this namespace and return its result."""
-        if self._worker is None:
+        if not self._created:
             raise ValueError(f"network namespace {self.name} is closed")
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"netns-{self.name}",
+                initializer=_enter,
+                initargs=(str(NETNS_DIR / self.name),),
+            )
         try:
             return self._worker.submit(fn).result(timeout=_CALL_TIMEOUT_S)
         except concurrent.futures.BrokenExecutor as exc:
