@@ -292,3 +292,26 @@ def test_connect_validates_its_arguments(lab: Lab) -> None:
         lab.connect("prod/web", "prod/db", 80, "SCTP")
     with pytest.raises(ValueError, match="echo"):
         lab.connect("prod/web", "prod/db", 0, "ICMP")
+
+
+def test_remove_stale_deletes_only_namespaces_of_dead_processes(lab: Lab) -> None:
+    from ciliumpy.lab import remove_stale
+
+    dead = next(pid for pid in range(4_000_000, 2, -7919) if not os.path.exists(f"/proc/{pid}"))
+    stale = f"ciliumpy-{dead}-abcdef-node"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in remove_stale()
+        assert stale not in _netns_names()
+        assert set(lab.namespaces) <= _netns_names()  # this process's lab is alive: kept
+    finally:
+        subprocess.run(["ip", "netns", "delete", stale], capture_output=True, check=False)
+
+
+def test_connect_needs_a_common_address_family(cluster: Cluster, lab: Lab) -> None:
+    from ciliumpy.exceptions import LabError
+
+    cluster.add_endpoint("prod/v4only", labels={"app": "web"}, ips=["10.244.1.30"])
+    with pytest.raises(LabError, match="IPv6"):
+        lab.connect("prod/v4only", "prod/db", 5432, family=6)
+    assert lab.connect("prod/v4only", "prod/db", 5432).allowed
