@@ -158,10 +158,17 @@ class ClusterSpec:
         """The manifests as one multi-document YAML text."""
         return yaml.safe_dump_all(self.to_manifests(), sort_keys=False, default_flow_style=None)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis (and IPython) print through this hook; show the manifests, not fields.
+        printer.text(repr(self))
+
     def __repr__(self) -> str:
         if not self.objects:
             return "ClusterSpec()"
-        return f"ClusterSpec.from_manifests('''\n{self.to_yaml()}''')"
+        text = self.to_yaml()
+        if "'''" in text:
+            return f"ClusterSpec.from_manifests({text!r})"
+        return f"ClusterSpec.from_manifests(r'''\n{text}''')"
 
 
 # --------------------------------------------------------------------------------------------
