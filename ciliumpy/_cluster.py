@@ -621,7 +621,7 @@ class Cluster:
             given = True
             out.extend(fqdn_selector(f.label.partition(":")[2]) for f in pr.fqdns)
         if not given:
-            if pr.to_ports is not None or pr.icmps is not None:
+            if pr.to_ports or pr.icmps:
                 return [PeerSelector(wildcard=True, text="ANY")]
             return []
         return out

@@ -188,7 +188,7 @@ def parse_object(doc: Document) -> ModelObject:
     meta = data.get("metadata") if isinstance(data.get("metadata"), Mapping) else {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
     namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise PolicyError(
             "unknown kind; expected one of " + ", ".join(sorted(KINDS)),
             document=where,

@@ -645,7 +645,9 @@ class PolicyCompiler:
         explicit = peer_rule.authentication is not None
         out: list[_Contribution] = []
         uses_cluster_ports = False
-        if peer_rule.icmps is not None:
+        # An explicitly empty toPorts/icmps list counts as absent (Go's len() == 0 checks in
+        # pkg/policy/rule.go mergeIngress/mergeEgress).
+        if peer_rule.icmps:
             for icmp in peer_rule.icmps:
                 for fld in icmp.fields:
                     pol = SelectorPolicy(
@@ -654,7 +656,7 @@ class PolicyCompiler:
                     for sel in selectors:
                         out.append(_Contribution(direction, sel, int(fld.protocol), fld.number, fld.number, pol, path))
             return out, False
-        if peer_rule.to_ports is None:
+        if not peer_rule.to_ports:
             pol = SelectorPolicy(
                 deny=peer_rule.deny, auth_type=auth_type, explicit_auth=explicit, origins=frozenset({origin})
             )

@@ -58,16 +58,17 @@ class PolicyError(CiliumpyError, ValueError):
 
     def _render(self) -> str:
         parts: list[str] = []
+        # Location fields come from user documents and may hold any YAML scalar.
         if self.document is not None:
-            parts.append(f"{self.document}:{self.line}" if self.line is not None else self.document)
+            parts.append(f"{self.document}:{self.line}" if self.line is not None else str(self.document))
         if self.kind is not None or self.name is not None:
-            obj = self.kind or "object"
+            obj = str(self.kind or "object")
             if self.name is not None:
-                obj += " " + (f"{self.namespace}/{self.name}" if self.namespace else self.name)
+                obj += " " + (f"{self.namespace}/{self.name}" if self.namespace else str(self.name))
             parts.append(obj)
         if self.field:
-            parts.append(self.field)
-        msg = self.reason
+            parts.append(str(self.field))
+        msg = str(self.reason)
         if self.has_value:
             msg += f" (got {self.value!r})"
         parts.append(msg)
