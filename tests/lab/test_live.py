@@ -315,3 +315,15 @@ def test_connect_needs_a_common_address_family(cluster: Cluster, lab: Lab) -> No
     with pytest.raises(LabError, match="IPv6"):
         lab.connect("prod/v4only", "prod/db", 5432, family=6)
     assert lab.connect("prod/v4only", "prod/db", 5432).allowed
+
+
+def test_command_and_socket_run_inside_the_endpoint_namespace(lab: Lab) -> None:
+    import socket
+
+    out = subprocess.run(lab.command("prod/web", "ip", "-o", "address"), capture_output=True, text=True, check=True)
+    assert "10.244.1.10/32" in out.stdout and "10.244.1.11" not in out.stdout
+    assert lab.interface("prod/web").startswith("lxc")
+    with lab.socket("prod/web", socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("10.244.1.10", 0))  # only this namespace owns the address
+    with socket.socket() as root_sock, pytest.raises(OSError):
+        root_sock.bind(("10.244.1.10", 0))
