@@ -306,11 +306,19 @@ def test_validation_raises_only_policy_error_on_mutated_manifests(policy: Any, d
         how = data.draw(st.sampled_from(("replace", "delete", "add")), label="how")
         manifest = _mutate(manifest, path, how, data.draw(JUNK, label="junk"))
     note(f"mutated manifest: {manifest!r}")
+    assume(not _hits_non_string_kind_bug(manifest))
     for source in (manifest, _yaml_or_none(manifest)):
         if source is None:
             continue
         with contextlib.suppress(PolicyError):
             Cluster().apply(source)
+
+
+def _hits_non_string_kind_bug(manifest: Any) -> bool:
+    # Known engine bug, reproduced by test_a_non_string_kind_is_a_policy_error below; remove
+    # this guard when that test starts passing.
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    return isinstance(kind, dict | list)
 
 
 def _yaml_or_none(manifest: Any) -> str | None:
@@ -348,11 +356,6 @@ EMPTY_TO_PORTS_EXAMPLE = CiliumNetworkPolicy.from_manifest(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: an explicitly empty toPorts list makes an L3 rule select nothing; Cilium's "
-    "mergeIngress/mergeEgress treat toPorts.Len() == 0 like an absent toPorts (L3-only rule)",
-)
 @settings(PROPERTY, max_examples=30)
 @example(policy=EMPTY_TO_PORTS_EXAMPLE)
 @given(cst.cilium_network_policies(namespaces=st.just("default"), max_specs=0))
@@ -367,3 +370,16 @@ def test_explicitly_empty_to_ports_means_no_port_restriction(policy: CiliumNetwo
     emptied = Cluster()
     emptied.apply(*pods, attrs.evolve(policy, spec=_with_empty_port_lists(policy.spec)))
     assert map_states(emptied) == map_states(plain)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="engine bug: a mapping or list as `kind` raises TypeError (unhashable type) from "
+    "_manifests.py `kind not in KINDS` instead of a PolicyError naming the field",
+)
+@pytest.mark.parametrize("kind", [{}, ["CiliumNetworkPolicy"]])
+def test_a_non_string_kind_is_a_policy_error(kind: Any) -> None:
+    manifest = {"apiVersion": "cilium.io/v2", "kind": kind, "metadata": {"name": "p"}, "spec": {}}
+    with pytest.raises(PolicyError):
+        Cluster().apply(manifest)
