@@ -508,15 +508,13 @@ def endpoints(
     _check_size(max_ports, "max_ports")
     return _short_repr(
         st.builds(
-            lambda ns, name, lab, sa, ips, ports: Endpoint(
-                namespace=ns, name=name, labels=dict(lab), service_account=sa, ips=ips, ports=ports
-            ),
-            namespaces,
-            names,
-            labels,
-            service_accounts,
-            _addresses(st.sampled_from(families)),
-            _container_ports(max_ports),
+            Endpoint,
+            namespace=namespaces,
+            name=names,
+            labels=labels,
+            service_account=service_accounts,
+            ips=_addresses(st.sampled_from(families)),
+            ports=_container_ports(max_ports),
         ),
         "endpoints()",
     )
@@ -954,16 +952,16 @@ def _policy_names() -> SearchStrategy[str]:
     return st.sampled_from(("p", "q", "allow-web", "deny-all")) | _dns_label()
 
 
-def _spec_and_specs(rules: SearchStrategy[Rule], max_specs: int) -> SearchStrategy[dict[str, Any]]:
-    only_spec = st.fixed_dictionaries({"spec": rules})
-    if not max_specs:
-        return only_spec
-    specs = st.lists(rules, min_size=1, max_size=max_specs).map(tuple)
-    return st.one_of(
-        only_spec,
-        st.fixed_dictionaries({"specs": specs}),
-        st.fixed_dictionaries({"spec": rules, "specs": st.lists(rules, max_size=max_specs).map(tuple)}),
-    )
+def _cilium_policies(
+    cls: type[T], fields: Mapping[str, SearchStrategy[Any]], rules: SearchStrategy[Rule], max_specs: int
+) -> SearchStrategy[T]:
+    """``spec``, ``specs`` or both; built with ``st.builds`` so examples print as constructor calls."""
+    options = [st.builds(cls, **fields, spec=rules)]
+    if max_specs:
+        some = st.lists(rules, min_size=1, max_size=max_specs).map(tuple)
+        options.append(st.builds(cls, **fields, specs=some))
+        options.append(st.builds(cls, **fields, spec=rules, specs=st.lists(rules, max_size=max_specs).map(tuple)))
+    return st.one_of(options)
 
 
 def cilium_network_policies(
@@ -987,12 +985,7 @@ def cilium_network_policies(
     rules = _opt_strategy(rules, "rules", policy_rules)
     _check_size(max_specs, "max_specs")
     return _short_repr(
-        st.builds(
-            lambda ns, name, parts: CiliumNetworkPolicy(name=name, namespace=ns, **parts),
-            namespaces,
-            names,
-            _spec_and_specs(rules, max_specs),
-        ),
+        _cilium_policies(CiliumNetworkPolicy, {"name": names, "namespace": namespaces}, rules, max_specs),
         "cilium_network_policies()",
     )
 
@@ -1012,11 +1005,7 @@ def clusterwide_policies(
     rules = _opt_strategy(rules, "rules", policy_rules)
     _check_size(max_specs, "max_specs")
     return _short_repr(
-        st.builds(
-            lambda name, parts: CiliumClusterwideNetworkPolicy(name=name, **parts),
-            names,
-            _spec_and_specs(rules, max_specs),
-        ),
+        _cilium_policies(CiliumClusterwideNetworkPolicy, {"name": names}, rules, max_specs),
         "clusterwide_policies()",
     )
 
