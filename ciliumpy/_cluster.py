@@ -201,7 +201,9 @@ class Cluster:
         self._policy_gen = getattr(self, "_policy_gen", 0) + 1
         self._np_rules: dict[int, tuple[NetworkPolicy, Rule]] = {}
         self._dirty = True
-        self._services_gen = 0
+        self._services_gen = getattr(self, "_services_gen", 0) + 1
+        self._peer_memo: dict[tuple[int, str, str], tuple[PeerRule, int, list[PeerSelector]]] = {}
+        self._cidr_labels: dict[IPNetwork, LabelSet] = {}
         self._ports_gen = 0
         self._next_ep_id = max(self._ep_ids.values(), default=99) + 1
 
@@ -405,6 +407,7 @@ class Cluster:
             self._nodes[obj.name] = obj
         elif isinstance(obj, Service):
             self._services[(obj.namespace, obj.name)] = obj
+            self._services_gen += 1
         else:
             if isinstance(obj, CiliumNetworkPolicy | NetworkPolicy) and obj.namespace not in self._namespaces:
                 self._namespaces[obj.namespace] = Namespace(obj.namespace)
@@ -422,6 +425,7 @@ class Cluster:
             self._nodes.pop(obj.name, None)
         elif isinstance(obj, Service):
             self._services.pop((obj.namespace, obj.name), None)
+            self._services_gen += 1
         elif self._policies.pop(obj.key, None) is not None:
             self._policy_gen += 1
 
@@ -590,6 +594,17 @@ class Cluster:
         return refs
 
     def _peer_selectors(self, sel_rule: SelectedRule, pr: PeerRule) -> list[PeerSelector]:
+        # Rules are immutable, so their selectors are computed once; toServices depends on
+        # the services, so those are recomputed whenever services change.
+        key = (id(pr), sel_rule.kind, sel_rule.namespace)
+        memo = self._peer_memo.get(key)
+        if memo is not None and memo[0] is pr and (pr.services is None or memo[1] == self._services_gen):
+            return memo[2]
+        out = self._make_peer_selectors(sel_rule, pr)
+        self._peer_memo[key] = (pr, self._services_gen, out)
+        return out
+
+    def _make_peer_selectors(self, sel_rule: SelectedRule, pr: PeerRule) -> list[PeerSelector]:
         kind, ns, cluster = sel_rule.kind, sel_rule.namespace, self.config.cluster_name
         out: list[PeerSelector] = []
         given = False
@@ -760,7 +775,10 @@ class Cluster:
         for net in cidrs:
             if net.prefixlen == 0:
                 continue
-            wanted[net] = (cidr_identity_labels(net, (), self.config.dual_stack), net)
+            labels = self._cidr_labels.get(net)
+            if labels is None:
+                labels = self._cidr_labels[net] = cidr_identity_labels(net, (), self.config.dual_stack)
+            wanted[net] = (labels, net)
         for ip, names in self._fqdn_ips.items():
             fqdn_labels = sorted(
                 {

@@ -9,6 +9,7 @@ precedence, pruning of covered entries, wildcard elision).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -108,22 +109,45 @@ def _cidr_selects(net: IPNetwork, excepts: tuple[IPNetwork, ...], world_key: str
     return not any(own.version == e.version and own.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
 
 
+def _bits(version: int) -> int:
+    return 32 if version == 4 else 128
+
+
 class SelectorCache:
     """Selector → selected identity ids, kept up to date as identities come and go.
 
-    Label selectors are answered from an inverted index (key=value → ids) so that a
-    cluster of thousands of identities and selectors builds in well under a second.
+    Label selectors are answered from an inverted index (key=value → ids); CIDR selectors
+    from a sorted index of CIDR identities (a range query per selector) and, when an
+    identity appears, from an index of CIDR selectors by prefix (one probe per prefix
+    length). Thousands of identities and selectors build in well under a second.
     """
 
     def __init__(self) -> None:
         self._identities: dict[int, Identity] = {}
         self._by_kv: dict[tuple[str, str], set[int]] = defaultdict(set)
         self._by_key: dict[str, set[int]] = defaultdict(set)
-        self._cidr_ids: set[int] = set()
+        # CIDR identities per family, sorted by (network, prefix length, id)
+        self._cidr_sorted: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
         self._selections: dict[PeerSelector, frozenset[int]] = {}
+        self._label_sels: set[PeerSelector] = set()
+        self._world_sels: set[PeerSelector] = set()  # /0 selectors: match by world label
+        # CIDR selectors by (family, prefix length) -> prefix bits -> selectors
+        self._cidr_sels: dict[tuple[int, int], dict[int, set[PeerSelector]]] = defaultdict(lambda: defaultdict(set))
 
     def identities(self) -> Mapping[int, Identity]:
         return self._identities
+
+    def _candidate_selectors(self, ident: Identity) -> Iterable[PeerSelector]:
+        yield from self._label_sels
+        yield from self._world_sels
+        own = ident.cidr
+        if own is None:
+            return
+        bits = _bits(own.version)
+        value = int(own.network_address)
+        for (version, plen), table in self._cidr_sels.items():
+            if version == own.version and plen <= own.prefixlen:
+                yield from table.get(value >> (bits - plen), ())
 
     def add_identity(self, ident: Identity) -> list[PeerSelector]:
         """Register ``ident``; return the selectors whose selection grew."""
@@ -132,11 +156,13 @@ class SelectorCache:
             self._by_kv[(lbl.key, lbl.value)].add(ident.id)
             self._by_key[lbl.key].add(ident.id)
         if ident.cidr is not None:
-            self._cidr_ids.add(ident.id)
+            insort(
+                self._cidr_sorted[ident.cidr.version], (int(ident.cidr.network_address), ident.cidr.prefixlen, ident.id)
+            )
         changed = []
-        for sel, ids in self._selections.items():
-            if not sel.wildcard and sel.matches(ident):
-                self._selections[sel] = ids | {ident.id}
+        for sel in list(self._candidate_selectors(ident)):
+            if sel.matches(ident):
+                self._selections[sel] = self._selections[sel] | {ident.id}
                 changed.append(sel)
         return changed
 
@@ -145,10 +171,16 @@ class SelectorCache:
         for lbl in ident.labels.labels:
             self._by_kv[(lbl.key, lbl.value)].discard(ident.id)
             self._by_key[lbl.key].discard(ident.id)
-        self._cidr_ids.discard(ident.id)
+        if ident.cidr is not None:
+            entries = self._cidr_sorted[ident.cidr.version]
+            item = (int(ident.cidr.network_address), ident.cidr.prefixlen, ident.id)
+            pos = bisect_left(entries, item)
+            if pos < len(entries) and entries[pos] == item:
+                del entries[pos]
         changed = []
-        for sel, ids in self._selections.items():
-            if ident.id in ids:
+        for sel in list(self._candidate_selectors(ident)):
+            ids = self._selections.get(sel)
+            if ids is not None and ident.id in ids:
                 self._selections[sel] = ids - {ident.id}
                 changed.append(sel)
         return changed
@@ -162,11 +194,27 @@ class SelectorCache:
             result: frozenset[int] = frozenset({0})
         elif sel.nothing:
             result = frozenset()
+        elif sel.cidr is not None and sel.cidr.prefixlen == 0:
+            result = frozenset(i for i in self._world_ids() if sel.matches(self._identities[i]))
+            self._world_sels.add(sel)
         elif sel.cidr is not None:
-            cands: Iterable[int] = self._cidr_ids | self._world_ids()
-            result = frozenset(i for i in cands if sel.matches(self._identities[i]))
+            net = sel.cidr
+            entries = self._cidr_sorted[net.version]
+            lo = int(net.network_address)
+            hi = int(net.broadcast_address)
+            start = bisect_left(entries, (lo, -1, -1))
+            found = []
+            for value, plen, num in entries[start:]:
+                if value > hi:
+                    break
+                if plen >= net.prefixlen and sel.matches(self._identities[num]):
+                    found.append(num)
+            result = frozenset(found)
+            bits = _bits(net.version)
+            self._cidr_sels[(net.version, net.prefixlen)][lo >> (bits - net.prefixlen)].add(sel)
         else:
             result = self._select_labels(sel)
+            self._label_sels.add(sel)
         self._selections[sel] = result
         return result
 
@@ -198,6 +246,12 @@ class SelectorCache:
         for sel in list(self._selections):
             if sel not in keep_set:
                 del self._selections[sel]
+                self._label_sels.discard(sel)
+                self._world_sels.discard(sel)
+                if sel.cidr is not None and sel.cidr.prefixlen:
+                    bits = _bits(sel.cidr.version)
+                    key = int(sel.cidr.network_address) >> (bits - sel.cidr.prefixlen)
+                    self._cidr_sels[(sel.cidr.version, sel.cidr.prefixlen)][key].discard(sel)
 
 
 # --------------------------------------------------------------------------------------
