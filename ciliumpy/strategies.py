@@ -333,6 +333,20 @@ def label_values(
     return st.one_of(options)
 
 
+def _first(pair: tuple[str, str]) -> str:
+    return pair[0]
+
+
+def _label_maps(
+    keys: SearchStrategy[str], values: SearchStrategy[str], min_size: int, max_size: int
+) -> SearchStrategy[dict[str, str]]:
+    # A list of (key, value) pairs rather than st.dictionaries: with keys from sampled_from,
+    # st.dictionaries draws keys as indices into the keys not yet used, so dropping one label
+    # renames the others and the shrinker gets stuck at {app: web, team: x} instead of {team: x}.
+    pairs = st.lists(st.tuples(keys, values), min_size=min_size, max_size=max_size, unique_by=_first)
+    return pairs.map(dict)
+
+
 def label_sets(
     *,
     keys: SearchStrategy[str] | None = None,
@@ -349,7 +363,7 @@ def label_sets(
     values = _opt_strategy(values, "values", label_values)
     _check_size(min_size, "min_size")
     _check_size(max_size, "max_size", low=min_size)
-    return st.dictionaries(keys, values, min_size=min_size, max_size=max_size)
+    return _label_maps(keys, values, min_size, max_size)
 
 
 _OPERATORS = {op.value: op for op in Operator}
@@ -405,7 +419,7 @@ def label_selectors(
         requirement_options.append(st.builds(Requirement, st.just("any"), keys, st.just(op), vals))
     expressions = st.lists(st.one_of(requirement_options), max_size=max_expressions)
     return _short_repr(
-        _selector(st.dictionaries(keys, values, max_size=max_labels), expressions, namespaces), "label_selectors()"
+        _selector(_label_maps(keys, values, 0, max_labels), expressions, namespaces), "label_selectors()"
     )
 
 
