@@ -1,0 +1,559 @@
+"""The simulator and the eBPF datapath give the same verdicts for the same cluster.
+
+Hypothesis draws clusters (pods in a few namespaces with named container ports, sometimes a
+node, dual stack or not), policies (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and
+NetworkPolicy with denies, port ranges, named ports, entities, CIDR sets with ``except``, L7
+HTTP and DNS rules, ICMP and mutual authentication) and packets, most of them aimed at a
+map-state key of one of the pods.  Each example builds one :class:`~ciliumpy.Cluster` on the
+simulator and one on a long-lived :class:`~ciliumpy.backends._ebpf.EBPFBackend` from the same
+manifests and compares the two :class:`~ciliumpy.Verdict` objects of every packet: allowed,
+FORWARDED/DROPPED/REDIRECTED, drop reason, match type, the deciding map key and entry, proxy
+port, both hooks' datapath results (conntrack state included), the L7 decision and the rules
+responsible.  Every packet is sent, then its reply; then a change (a policy added or deleted, a
+pod added, removed or relabelled) is applied to both clusters and everything is sent again, so
+established flows are re-checked.  ``Cluster.check`` flows and the policy counters are compared
+too.  A mismatch shrinks to a minimal cluster and shows both verdicts' ``explain()``.
+
+Loading the eBPF object costs ~0.15 s, so each process loads one backend and every example's
+cluster borrows it: every endpoint and ipcache entry the previous cluster pushed is deleted by
+the new cluster's first ``DatapathUpdate``, and the kernel maps are checked to hold the new
+cluster's state and nothing else.  The examples are split in shares with fixed seeds, run in
+parallel processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import multiprocessing
+import os
+import traceback
+from collections import Counter
+from collections.abc import Mapping, MutableSet
+from typing import Any, ClassVar
+
+import attrs
+import hypothesis
+import pytest
+from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import strategies as st
+
+from ciliumpy import (
+    CiliumClusterwideNetworkPolicy,
+    CiliumNetworkPolicy,
+    Cluster,
+    CTState,
+    MapStateKey,
+    NetworkPolicy,
+    Node,
+    Packet,
+    Protocol,
+    Verdict,
+)
+from ciliumpy import strategies as cst
+from ciliumpy._datapath import DatapathResult, Direction, IPAddress, IPNetwork, TCPFlags
+from ciliumpy._fqdn import ManualClock
+from ciliumpy._l7 import DNSQuery, HTTPRequest
+from ciliumpy.backends import DatapathUpdate
+from ciliumpy.backends import _bpfstructs as S
+from ciliumpy.backends import _libbpf as L
+from ciliumpy.backends._ebpf import EBPFBackend, build_frame
+from ciliumpy.backends._simulator import SimulatorBackend
+from ciliumpy.exceptions import CiliumpyError
+from ciliumpy.testing import ClusterSpec
+
+pytestmark = pytest.mark.requires_ebpf
+
+# Fixed seeds: CI compares the same inputs on every run.  Raise the count for a longer soak.
+EXAMPLES = int(os.environ.get("CILIUMPY_CLUSTER_DIFFERENTIAL_EXAMPLES", "2000"))
+SEEDS = (1, 2, 3, 4)  # one share of the examples per seed
+# A small randomized run explores new inputs on each CI run (the reproducer is printed on failure).
+RANDOM_EXAMPLES = int(os.environ.get("CILIUMPY_CLUSTER_DIFFERENTIAL_RANDOM_EXAMPLES", "100"))
+# Shares run in parallel processes, each with its own backend: one more than there are cores,
+# as every example also waits for RCU grace periods in the kernel.  1 runs them here, one
+# after the other (e.g. to debug).  The examples drawn are the same either way.
+WORKERS = int(os.environ.get("CILIUMPY_CLUSTER_DIFFERENTIAL_WORKERS", str((os.cpu_count() or 1) + 1)))
+T0 = 1_000_000.0  # both clusters share one fixed time, so their verdicts compare equal
+
+PolicyObject = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy
+
+
+# ---------------------------------------------------------------- the shared kernel datapath
+class _Borrowed:
+    """The shared EBPFBackend as one cluster sees it.
+
+    What the previous cluster left in the maps is deleted by this cluster's first update (in
+    the same ``DatapathUpdate``: deletions come first), so a new cluster costs one map-in-map
+    write, i.e. one RCU grace period (~10 ms), instead of two.  ``close()`` leaves the
+    backend loaded; everything else is the backend's own.
+    """
+
+    name: ClassVar[str] = "ebpf"
+
+    def __init__(self, backend: EBPFBackend, leftover: DatapathUpdate) -> None:
+        self.backend = backend
+        self.leftover = leftover
+        self.endpoints: set[int] = set()  # what this cluster pushed, for the next reset
+        self.nets: set[IPNetwork] = set()
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.backend.capabilities
+
+    @property
+    def auth_pairs(self) -> MutableSet[tuple[int, int, int]]:
+        return self.backend.auth_pairs
+
+    def apply(self, update: DatapathUpdate) -> None:
+        merged = attrs.evolve(
+            update,
+            endpoints_delete=self.leftover.endpoints_delete | update.endpoints_delete,
+            ipcache_delete=self.leftover.ipcache_delete | update.ipcache_delete,
+        )
+        self.backend.apply(merged)
+        self.leftover = DatapathUpdate()
+        self.endpoints = (self.endpoints - update.endpoints_delete) | set(update.endpoints_upsert)
+        self.nets = (self.nets - update.ipcache_delete) | set(update.ipcache_upsert)
+
+    def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
+        return self.backend.evaluate(packet, direction)
+
+    def policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
+        return self.backend.policy_counters(endpoint_id)
+
+    def reset_conntrack(self) -> None:
+        self.backend.reset_conntrack()
+
+    def close(self) -> None:
+        """The backend outlives the cluster."""
+
+
+class _SharedDatapath:
+    """One loaded EBPFBackend that every example's eBPF cluster borrows in turn."""
+
+    def __init__(self, backend: EBPFBackend) -> None:
+        self.backend = backend
+        self._last: _Borrowed | None = None
+
+    def cluster(self, dual_stack: bool) -> Cluster:
+        """A new cluster on the shared backend; its first update deletes the last one's state."""
+        leftover = DatapathUpdate()
+        if self._last is not None:
+            last = self._last
+            leftover = DatapathUpdate(
+                endpoints_delete=last.leftover.endpoints_delete | frozenset(last.endpoints),
+                ipcache_delete=last.leftover.ipcache_delete | frozenset(last.nets),
+            )
+        self.backend.reset_conntrack()
+        self.backend.auth_pairs.clear()
+        self._last = _Borrowed(self.backend, leftover)
+        return Cluster(backend=self._last, dual_stack=dual_stack, clock=ManualClock(T0))
+
+    def assert_holds_only(self, cluster: Cluster) -> None:
+        """The kernel maps hold ``cluster``'s state and nothing from earlier examples."""
+        ids = {cluster.endpoint_id(ref) for ref in cluster.endpoints}
+        wanted = {
+            "cil_lxc": sum(len(ep.ips) for ep in cluster.endpoints.values()),
+            "cil_ipcache": len(cluster.ipcache()),  # brings the datapath up to date first
+            "cil_policy": len(ids),
+        }
+        held = {
+            name: list(L.map_keys(self.backend.map_fd(name), key_type))
+            for name, key_type in (
+                ("cil_lxc", S.EndpointKey),
+                ("cil_ipcache", S.IpcacheKey),
+                ("cil_policy", ctypes.c_uint32),
+                ("cil_ct", S.CtKey),
+                ("cil_policystats", S.PolicyStatsKey),
+                ("cil_auth", S.AuthKey),
+            )
+        }
+        counts = {name: len(keys) for name, keys in held.items()}
+        assert counts == {**dict.fromkeys(held, 0), **wanted}, f"kernel maps: {counts}, cluster: {wanted}"
+        assert {int(k.value) for k in held["cil_policy"]} == ids
+
+
+# ---------------------------------------------------------------- clusters and changes
+# A small vocabulary, so policies select the drawn pods and each other's peers often.
+NAMESPACES = st.sampled_from(("default", "prod"))
+LABEL_KEYS = st.sampled_from(("app", "tier"))
+LABEL_VALUES = st.sampled_from(("web", "db"))
+LABELS = cst.label_sets(keys=LABEL_KEYS, values=LABEL_VALUES, max_size=2)
+SELECTORS = cst.label_selectors(keys=LABEL_KEYS, values=LABEL_VALUES, max_labels=1, namespaces=NAMESPACES)
+RULES = cst.policy_rules(subjects=SELECTORS, peers=SELECTORS, authentication=True)
+POLICIES = st.one_of(
+    cst.cilium_network_policies(namespaces=NAMESPACES, rules=RULES, max_specs=1),
+    cst.clusterwide_policies(rules=RULES, max_specs=1),
+    cst.network_policies(
+        namespaces=NAMESPACES,
+        pod_selectors=cst.label_selectors(keys=LABEL_KEYS, values=LABEL_VALUES, max_labels=1),
+        namespace_selectors=cst.label_selectors(keys=st.just("kubernetes.io/metadata.name"), values=NAMESPACES),
+    ),
+)
+ENDPOINTS = cst.endpoints(
+    namespaces=NAMESPACES, names=st.sampled_from(("a", "b", "c")), labels=LABELS, service_accounts=st.just("default")
+)
+SPECS = cst.cluster_specs(
+    min_endpoints=1,
+    max_endpoints=3,
+    max_policies=3,
+    endpoints=ENDPOINTS,
+    policies=POLICIES,
+    namespace_labels=st.just({}),
+)
+NODE = Node(name="node-2", ips=("10.0.7.2", "fd00:10::7:2"))
+
+
+@st.composite
+def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
+    """A change applied to both clusters between the first packets and their re-check."""
+    options = ["add-policy", "relabel-pod", "add-pod"]
+    if spec.policies:
+        options.append("delete-policy")
+    if len(spec.endpoints) > 1:
+        options.append("remove-pod")
+    kind = draw(st.sampled_from(options))
+    if kind == "add-policy":
+        return kind, draw(POLICIES)
+    if kind == "delete-policy":
+        return kind, draw(st.sampled_from(spec.policies))
+    if kind == "remove-pod":
+        return kind, draw(st.sampled_from(spec.endpoints)).ref
+    if kind == "relabel-pod":
+        pod = draw(st.sampled_from(spec.endpoints))
+        return kind, attrs.evolve(pod, labels=draw(LABELS))
+    pod = draw(ENDPOINTS)
+    return kind, attrs.evolve(pod, name="new", ips=())  # the cluster assigns a free address
+
+
+def _apply_change(cluster: Cluster, change: tuple[str, Any]) -> None:
+    kind, what = change
+    if kind == "delete-policy":
+        cluster.delete(what)
+    elif kind == "remove-pod":
+        cluster.remove_endpoint(what)
+    else:
+        cluster.apply(what)
+
+
+# ---------------------------------------------------------------- packets
+# Peers that are not pods: a node, the host, world, and addresses in the CIDRs policies use.
+ADDRESSES = tuple(
+    ipaddress.ip_address(a)
+    for a in ("10.0.7.2", "fd00:10::7:2", "10.0.0.1", "fd00:10::1", "8.8.8.8", "2606:4700::1", "198.51.100.254")
+)
+LENGTHS = (128, 200, 1500)  # at least an IPv6 TCP frame (see test_counters_count_the_bytes_of_the_frame)
+
+
+def _order(addr: IPAddress) -> tuple[int, int]:
+    return addr.version, int(addr)
+
+
+@attrs.frozen
+class _Targets:
+    """What one example's packets are aimed at: pods, peers by identity, map-state keys."""
+
+    local: tuple[IPAddress, ...]  # pod addresses
+    owner: Mapping[IPAddress, str]
+    remote: tuple[IPAddress, ...]
+    by_identity: Mapping[int, tuple[IPAddress, ...]]
+    keys: tuple[tuple[str, MapStateKey], ...]  # (pod, key) of every pod's map state
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> _Targets:
+        remote = set(ADDRESSES)
+        for net in cluster.ipcache():
+            if net.num_addresses > 1:
+                remote.update((net.network_address, net.network_address + 1, net.broadcast_address))
+        owner = {ip: ref for ref, ep in cluster.endpoints.items() for ip in ep.ips}
+        remote.update(owner)
+        by_identity: dict[int, list[IPAddress]] = {}
+        for addr in sorted(remote, key=_order):
+            by_identity.setdefault(cluster.lookup_ip(addr).id, []).append(addr)
+        keys = [(ref, key) for ref in sorted(cluster.endpoints) for key in sorted(cluster.map_state(ref))]
+        return cls(
+            local=tuple(sorted(owner, key=_order)),
+            owner=owner,
+            remote=tuple(sorted(remote, key=_order)),
+            by_identity={i: tuple(a) for i, a in by_identity.items()},
+            keys=tuple(keys),
+        )
+
+
+@st.composite
+def _packets(draw: st.DrawFn, t: _Targets) -> Packet:
+    """A packet to or from a pod, usually aimed at one of the pods' map-state keys."""
+    key = draw(st.sampled_from(t.keys)) if t.keys and draw(st.integers(0, 3)) else None
+    locals_ = t.local
+    if key is not None:
+        ref, k = key
+        locals_ = tuple(a for a in t.local if t.owner[a] == ref)
+        if k.protocol in (Protocol.ICMP, Protocol.ICMPV6):
+            family = 4 if k.protocol == Protocol.ICMP else 6
+            locals_ = tuple(a for a in locals_ if a.version == family) or t.local
+    local = draw(st.sampled_from(locals_))
+    peers = [a for a in t.remote if a.version == local.version and a != local]
+    if key is not None and key[1].identity:
+        peers = [a for a in t.by_identity.get(key[1].identity, ()) if a.version == local.version] or peers
+    remote = draw(st.sampled_from(peers))
+    egress = key[1].direction == 1 if key is not None else draw(st.booleans())
+    src, dst = (local, remote) if egress else (remote, local)
+    icmp = Protocol.ICMP if local.version == 4 else Protocol.ICMPV6
+    if key is not None and key[1].protocol and key[1].protocol in (icmp, Protocol.TCP, Protocol.UDP, Protocol.SCTP):
+        protocol = key[1].protocol
+        lo, hi = key[1].port_range
+        port = draw(st.sampled_from((lo, hi)) | st.integers(lo, hi))
+    else:
+        protocol = draw(st.sampled_from((Protocol.TCP, Protocol.UDP, Protocol.SCTP, icmp, 47)))
+        port = draw(st.sampled_from((80, 8080, 53, 9090, 5432)) | st.integers(0, 65535))
+    length = draw(st.sampled_from(LENGTHS))
+    # A non-first fragment has no L4 header: no ports and no ICMP type reach the datapath
+    # (test_fragment_of_a_tracked_flow and test_icmp_fragment show the simulator differs).
+    fragment = draw(st.integers(0, 9)) == 0
+    if fragment or protocol == 47:
+        return Packet(src, dst, int(protocol), sport=0, dport=0, tcp_flags=0, length=length, fragment=fragment)
+    if protocol == icmp:
+        icmp_type = port if key is not None and key[1].protocol == icmp else draw(st.sampled_from((8, 128, 3, 0)))
+        code = draw(st.sampled_from((0, 4))) if icmp_type == 3 else 0
+        ident = draw(st.sampled_from((7, 4242)))
+        return Packet(src, dst, int(protocol), sport=ident, icmp_type=icmp_type & 0xFF, icmp_code=code, length=length)
+    sport = draw(st.sampled_from((40000, 53, 80)))
+    flags = int(TCPFlags.SYN) if protocol == Protocol.TCP else 0
+    return Packet(src, dst, int(protocol), sport=sport, dport=port, tcp_flags=flags, length=length)
+
+
+# What the proxy judges where a hook redirects: an HTTP request on TCP, a DNS query on UDP.
+REQUESTS = st.one_of(
+    st.none(),
+    st.builds(
+        HTTPRequest,
+        method=st.sampled_from(("GET", "POST", "PUT")),
+        path=st.sampled_from(("/", "/api/v1", "/health", "/public/x")),
+    ),
+    st.sampled_from(("example.com", "api.example.com", "cilium.io")).map(DNSQuery),
+)
+
+
+CHECKED = {p: p.label.upper() for p in (Protocol.TCP, Protocol.UDP, Protocol.SCTP, Protocol.ICMP, Protocol.ICMPV6)}
+
+
+def _request_for(packet: Packet, request: HTTPRequest | DNSQuery | None) -> HTTPRequest | DNSQuery | None:
+    if isinstance(request, HTTPRequest) and packet.protocol == Protocol.TCP and not packet.fragment:
+        return request
+    if isinstance(request, DNSQuery) and packet.protocol == Protocol.UDP and not packet.fragment:
+        return request
+    return None
+
+
+# ---------------------------------------------------------------- comparing
+def _headline(v: Verdict) -> dict[str, Any]:
+    return {
+        "allowed": v.allowed,
+        "verdict": v.verdict,
+        "drop_reason": v.drop_reason,
+        "direction": v.direction,
+        "match_type": v.match_type,
+        "entry": v.entry,
+        "proxy_port": [h.result.proxy_port for h in (v.egress, v.ingress) if h is not None],
+        "policies": v.policies,
+        "l7": None if v.l7 is None else (v.l7.allowed, v.http_status),
+    }
+
+
+def assert_same_verdict(what: str, sim: Verdict, ebpf: Verdict) -> None:
+    """Equal verdicts: every field (both hooks' datapath results and L7 decisions, the
+    peers, the packet) and the rules responsible; on a mismatch, both explanations."""
+    if sim == ebpf and sim.policies == ebpf.policies:
+        return
+    a, b = _headline(sim), _headline(ebpf)
+    for hook in ("egress", "ingress"):
+        a[hook], b[hook] = getattr(sim, hook), getattr(ebpf, hook)
+    a["peers"], b["peers"] = (sim.src, sim.dst), (ebpf.src, ebpf.dst)
+    differ = [k for k in a if a[k] != b[k]] or ["(other fields)"]
+    lines = [f"{what}: the backends disagree on {', '.join(differ)}"]
+    for k in differ:
+        if k in a:
+            lines += [f"  {k}: simulator {a[k]!r}", f"  {' ' * len(k)}  ebpf      {b[k]!r}"]
+    lines += ["--- simulator:", sim.explain(), "--- ebpf:", ebpf.explain()]
+    raise AssertionError("\n".join(lines))
+
+
+def _same_outcome(what: str, sim: Any, ebpf: Any) -> None:
+    """Both calls returned, or both raised the same error."""
+    if isinstance(sim, BaseException) or isinstance(ebpf, BaseException):
+        assert type(sim) is type(ebpf) and str(sim) == str(ebpf), f"{what}: simulator {sim!r}, ebpf {ebpf!r}"
+
+
+def _attempt(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except CiliumpyError as exc:
+        return exc
+
+
+@attrs.define
+class _Tally:
+    """What a run compared, so a run that never reaches an outcome fails."""
+
+    examples: int = 0
+    rejected_by_both: int = 0
+    packets: int = 0
+    seen: Counter[str] = attrs.Factory(Counter)
+
+    def record(self, v: Verdict) -> None:
+        self.packets += 1
+        self.seen[f"verdict {v.verdict}"] += 1
+        self.seen[f"match {v.match_type}"] += 1
+        if v.drop_reason is not None:
+            self.seen[f"drop {v.drop_reason.name}"] += 1
+        if v.http_status:
+            self.seen["HTTP status from the proxy"] += 1
+        for hook in (v.egress, v.ingress):
+            if hook is not None and hook.result.enforced:
+                self.seen[f"ct {hook.result.ct_state.name}"] += 1
+                if hook.result.ct_state == CTState.ESTABLISHED and not hook.allowed:
+                    self.seen["established flow cut by a policy change"] += 1
+
+
+WANTED = {
+    *(f"verdict {v}" for v in ("FORWARDED", "DROPPED", "REDIRECTED")),
+    *(f"match {m}" for m in ("none", "l3-only", "l3-l4", "l4-only", "all", "l3-proto", "proto-only")),
+    *(f"drop {d}" for d in ("POLICY_DENIED", "POLICY_DENY", "AUTH_REQUIRED", "IP_FRAGMENTATION_NOT_SUPPORTED")),
+    *(f"ct {c}" for c in ("NEW", "ESTABLISHED", "REPLY")),
+    "established flow cut by a policy change",
+    "HTTP status from the proxy",
+}
+
+
+# ---------------------------------------------------------------- one example
+def _one_example(datapath: _SharedDatapath, data: st.DataObject, tally: _Tally) -> None:
+    spec = data.draw(SPECS, label="spec")
+    if data.draw(st.booleans(), label="with a node"):
+        spec = attrs.evolve(spec, nodes=(NODE,))
+    dual_stack = data.draw(st.booleans(), label="dual_stack")
+    sim = Cluster(backend=SimulatorBackend(), dual_stack=dual_stack, clock=ManualClock(T0))
+    built_sim = _attempt(sim.apply, *spec.objects)
+    ebpf = datapath.cluster(dual_stack)
+    _same_outcome("apply", built_sim, _attempt(ebpf.apply, *spec.objects))
+    datapath.assert_holds_only(ebpf)
+    if isinstance(built_sim, BaseException):
+        tally.rejected_by_both += 1
+    else:
+        _compare_traffic(sim, ebpf, spec, data, tally)
+    tally.examples += 1
+
+
+def _compare_traffic(sim: Cluster, ebpf: Cluster, spec: ClusterSpec, data: st.DataObject, tally: _Tally) -> None:
+    # Authenticated (endpoint, peer identity) pairs, the same in both datapaths.
+    ep_ids = [sim.endpoint_id(ref) for ref in sorted(sim.endpoints)]
+    idents = sorted({sim.identity_of(ref).id for ref in sim.endpoints} | {2})
+    pairs = data.draw(st.sets(st.tuples(st.sampled_from(ep_ids), st.sampled_from(idents)), max_size=2), label="auth")
+    for ep_id, ident in pairs:
+        sim.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
+        ebpf.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
+
+    packets = data.draw(st.lists(_packets(_Targets.of(sim)), min_size=1, max_size=4), label="packets")
+    requests = data.draw(st.lists(REQUESTS, min_size=len(packets), max_size=len(packets)), label="requests")
+    sent: list[Packet] = []
+
+    def send(round_: str) -> None:
+        for packet, request in zip(packets, requests, strict=True):
+            request = _request_for(packet, request)
+            for what, p in ((f"{round_}: {packet}", packet), (f"{round_}: reply of {packet}", packet.reply())):
+                v = sim.evaluate(p, request=request)
+                assert_same_verdict(what, v, ebpf.evaluate(p, request=request))
+                tally.record(v)
+                sent.append(p)
+
+    send("first")
+    # Cluster.check: a new connection like each packet's (its own source port, 64 bytes).
+    for packet in packets:
+        if packet.fragment or packet.protocol not in CHECKED:
+            continue
+        port = packet.icmp_type if packet.is_icmp else packet.dport
+        args = (str(packet.src), str(packet.dst), port, CHECKED[packet.protocol])
+        v = sim.check(*args)
+        assert_same_verdict(f"check {args}", v, ebpf.check(*args))
+        tally.record(v)
+        sent.append(v.packet)
+    change = data.draw(_changes(spec), label="change")
+    note(f"change: {change}")
+    _same_outcome(f"change {change}", _attempt(_apply_change, sim, change), _attempt(_apply_change, ebpf, change))
+    send("after the change")
+    # Cluster.check sends 64-byte packets, shorter than an IPv6 TCP or SCTP frame: the kernel
+    # counts the frame's bytes, the simulator the packet's length (see
+    # test_counters_count_the_bytes_of_the_frame).  Packet counts must agree regardless.
+    short = any(len(build_frame(p)) > p.length for p in sent)
+    for ref in sorted(sim.endpoints):
+        ep_id = sim.endpoint_id(ref)
+        want, got = sim.backend.policy_counters(ep_id), ebpf.backend.policy_counters(ep_id)
+        if short:
+            want, got = ({key: n for key, (n, _) in counters.items()} for counters in (want, got))
+        assert want == got, f"policy counters of {ref} (endpoint {ep_id})"
+
+
+def _run(datapath: _SharedDatapath, examples: int, seed: int | None) -> _Tally:
+    """Run ``examples`` examples; a fixed ``seed`` makes them the same on every run."""
+    tally = _Tally()
+
+    @settings(
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        phases=(Phase.explicit, Phase.generate, Phase.shrink),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+    @given(data=st.data())
+    def example(data: st.DataObject) -> None:
+        _one_example(datapath, data, tally)
+
+    (example if seed is None else hypothesis.seed(seed)(example))()
+    return tally
+
+
+def _worker(job: tuple[int | None, int]) -> tuple[_Tally | None, str | None]:
+    """One share of a run on its own backend: its tally, or the failure as text."""
+    seed, examples = job
+    try:
+        with EBPFBackend() as backend:
+            return _run(_SharedDatapath(backend), examples, seed), None
+    except BaseException as exc:  # Hypothesis' error carries the falsifying example as notes
+        return None, "".join(traceback.format_exception(exc))
+
+
+def _run_shares(seeds: list[int | None], examples: int) -> _Tally:
+    """Split ``examples`` over one share per seed, in parallel processes unless told not to.
+
+    The shares, and so the examples drawn, do not depend on the number of processes.
+    """
+    jobs = [(seed, examples // len(seeds) + (i < examples % len(seeds))) for i, seed in enumerate(seeds)]
+    if WORKERS > 1:
+        with multiprocessing.get_context("fork").Pool(min(WORKERS, len(jobs))) as pool:
+            results = pool.map(_worker, jobs, chunksize=1)
+    else:
+        results = [_worker(job) for job in jobs]
+    failures = [failure for _, failure in results if failure is not None]
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
+    total = _Tally()
+    for tally, _ in results:
+        assert tally is not None
+        total.examples += tally.examples
+        total.rejected_by_both += tally.rejected_by_both
+        total.packets += tally.packets
+        total.seen.update(tally.seen)
+    return total
+
+
+def test_clusters_on_both_backends_agree() -> None:
+    tally = _run_shares(list(SEEDS), EXAMPLES)
+    assert tally.examples >= EXAMPLES, tally
+    # Almost every example compared traffic (the rest: both clusters rejected the manifests).
+    assert tally.rejected_by_both <= EXAMPLES // 20, tally
+    assert set(tally.seen) >= WANTED, f"never compared: {sorted(WANTED - set(tally.seen))}"
+
+
+def test_clusters_agree_on_random_inputs() -> None:
+    tally = _run_shares([None] * len(SEEDS), RANDOM_EXAMPLES)
+    assert tally.examples >= RANDOM_EXAMPLES, tally
