@@ -5,7 +5,7 @@ identities and per-endpoint map state with Cilium's exact semantics, and ask whi
 are allowed, on a pure-Python simulator or a real eBPF datapath.
 """
 
-from ._cluster import Cluster
+from ._cluster import Cluster, Resolution
 from ._datapath import (
     Action,
     CTState,
@@ -19,7 +19,9 @@ from ._datapath import (
     Protocol,
     RuleOrigin,
 )
+from ._fqdn import FQDNSelector, ManualClock, SystemClock
 from ._identity import Identity
+from ._l7 import DNSQuery, DNSRule, HTTPRequest, HTTPRule, KafkaRequest, KafkaRule, L7Decision, L7Rules
 from ._labels import Label, LabelSet
 from ._mapstate import EndpointPolicy
 from ._model import (
@@ -43,6 +45,7 @@ from .exceptions import (
     BackendUnavailableError,
     BPFError,
     CiliumpyError,
+    LabError,
     MapFullError,
     PolicyError,
     UnknownEndpointError,
@@ -61,16 +64,27 @@ __all__ = [
     "CiliumpyError",
     "Cluster",
     "ContainerPort",
+    "DNSQuery",
+    "DNSRule",
     "DatapathResult",
     "Direction",
     "DropReason",
     "Endpoint",
     "EndpointPolicy",
     "EndpointSelector",
+    "FQDNSelector",
+    "HTTPRequest",
+    "HTTPRule",
     "HookVerdict",
     "Identity",
+    "KafkaRequest",
+    "KafkaRule",
+    "L7Decision",
+    "L7Rules",
+    "LabError",
     "Label",
     "LabelSet",
+    "ManualClock",
     "MapFullError",
     "MapStateKey",
     "MatchType",
@@ -85,9 +99,11 @@ __all__ = [
     "PortProtocol",
     "PortRule",
     "Protocol",
+    "Resolution",
     "Rule",
     "RuleOrigin",
     "Service",
+    "SystemClock",
     "UnknownEndpointError",
     "Verdict",
 ]
