@@ -116,7 +116,7 @@ NAMED_PORTS: Mapping[str, tuple[int, str]] = {
     "metrics": (9100, "TCP"),
     "dns": (53, "UDP"),
 }
-_COMMON_PORTS = ("80", "443", "5432", "8080", "53", "0")
+_COMMON_PORTS = ("80", "0", "443", "5432", "8080", "53")
 # HTTP rules stay clear of port 53 so they never share a port with a DNS rule (merging two
 # L7 parsers on one port is a resolution error, as in Cilium).
 _HTTP_PORTS = ("80", "8080", "443")
@@ -217,8 +217,8 @@ def _check_direction(value: object, name: str) -> Direction | None:
 
 
 class _Named:
-    """A strategy that prints as its name: the default repr of a nested strategy tree runs to
-    hundreds of kilobytes (and Hypothesis warns about it) whenever it is shown."""
+    """A strategy with a short name to print instead of its repr: the repr of a nested strategy
+    tree runs to hundreds of kilobytes (and Hypothesis warns about it) whenever it is shown."""
 
     def __init__(self, name: str, strategy: SearchStrategy[Any]) -> None:
         self.name = name
