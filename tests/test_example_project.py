@@ -50,13 +50,15 @@ def policy_repo(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_the_example_repository_passes_on_every_backend(policy_repo: pytest.Pytester) -> None:
-    result = policy_repo.runpytest_subprocess("-p", "no:cacheprovider")
+    result = policy_repo.runpytest_subprocess("-p", "no:cacheprovider", "--hypothesis-seed", "0")
     result.assert_outcomes(passed=EXAMPLE_TESTS * len(available_backends()))
 
 
 def test_a_planted_violation_is_found_shrunk_and_names_the_policy(policy_repo: pytest.Pytester) -> None:
     (policy_repo.path / "manifests" / "99-planted.yaml").write_text(PLANTED)
-    result = policy_repo.runpytest_subprocess("-p", "no:cacheprovider", "--ciliumpy-backend", "simulator")
+    result = policy_repo.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--hypothesis-seed", "0", "--ciliumpy-backend", "simulator"
+    )
     result.assert_outcomes(passed=EXAMPLE_TESTS - 1, failed=1)
     failing = "test_no_pod_we_might_deploy_breaks_the_isolation_of_payments"
     result.stdout.fnmatch_lines([f"FAILED tests/test_policies.py::{failing}[[]simulator[]]*"])

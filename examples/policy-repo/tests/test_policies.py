@@ -44,7 +44,7 @@ TEAM_LABELS = label_sets(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pod=endpoints(namespaces=st.sampled_from(["dev", "shop"]), names=st.just("candidate"), labels=TEAM_LABELS))
 def test_no_pod_we_might_deploy_breaks_the_isolation_of_payments(shop: Cluster, pod: Endpoint) -> None:
     """Whatever labels a new pod in dev or shop carries, it and payments cannot reach each other
