@@ -1290,7 +1290,8 @@ def _is_hostname(dst: str) -> bool:
 
 
 def _same_entry(old: PolicyEntry | None, new: PolicyEntry) -> bool:
-    return old is not None and old.same_value(new)
+    # Origins count too: a backend may key rule cookies (flow events' policy names) on them.
+    return old is not None and old.same_value(new) and old.origins == new.origins
 
 
 def _split_ref(ref: str) -> tuple[str, str]:

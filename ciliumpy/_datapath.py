@@ -363,6 +363,16 @@ class TCPFlags(enum.IntFlag):
     CWR = 0x80
 
 
+_L4_HEADER_BYTES: dict[int, int] = {
+    Protocol.TCP: 20,
+    Protocol.UDP: 8,
+    Protocol.SCTP: 12,
+    Protocol.ICMP: 8,
+    Protocol.ICMPV6: 8,
+}
+_PORT_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP, Protocol.ICMP, Protocol.ICMPV6})
+
+
 def _to_addr(value: str | int | IPAddress) -> IPAddress:
     return value if isinstance(value, _ADDR_TYPES) else ipaddress.ip_address(value)
 
@@ -396,13 +406,33 @@ class Packet:
         return self.protocol in (Protocol.ICMP, Protocol.ICMPV6)
 
     @property
+    def carries_ports(self) -> bool:
+        """Whether the wire packet has an L4 header with ports or an ICMP type.
+
+        Non-first fragments have no L4 header, and protocols other than TCP, UDP, SCTP
+        and ICMP have no ports: the datapath sees 0 for all of them.
+        """
+        return not self.fragment and self.protocol in _PORT_PROTOCOLS
+
+    @property
     def policy_port(self) -> int:
-        """The port used in the policy lookup: the ICMP type for ICMP, 0 for fragments."""
+        """The port used in the policy lookup: the ICMP type for ICMP, else the destination
+        port; 0 when the packet carries neither (fragments, port-less protocols)."""
+        if not self.carries_ports:
+            return 0
         if self.is_icmp:
             return self.icmp_type
-        if self.fragment:
-            return 0
         return self.dport
+
+    @property
+    def frame_length(self) -> int:
+        """Bytes of the Ethernet frame: ``length``, or the headers when they are longer."""
+        if self.fragment:
+            l4 = 8
+        else:
+            l4 = _L4_HEADER_BYTES.get(self.protocol, 0)
+        headers = 14 + (20 if self.src.version == 4 else 40 + (8 if self.fragment else 0)) + l4
+        return max(self.length, headers)
 
     def reply(self) -> Packet:
         """The reply packet of this packet (addresses and ports swapped)."""

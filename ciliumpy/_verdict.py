@@ -222,6 +222,11 @@ class Verdict:
             if res.ct_state.name == "REPLY":
                 lines.append(f"{head} reply of a tracked connection, passes without policy lookup")
                 continue
+            if hook.key is None and res.allowed:
+                lines.append(
+                    f"{head} passes without a policy lookup (IPv4 ICMP fragmentation-needed is always allowed)"
+                )
+                continue
             if hook.key is None:
                 lines.append(
                     f"{head} no map entry matches -> drop {res.drop_reason.value if res.drop_reason else ''} "

@@ -265,6 +265,7 @@ class SimulatorBackend:
             and packet.icmp_type == 3
             and packet.icmp_code == 4
             and packet.src.version == 4
+            and not packet.fragment
         ):
             # Fragmentation-needed messages always pass (allow-icmp-frag-needed).
             return DatapathResult(
@@ -298,7 +299,7 @@ class SimulatorBackend:
         key, entry = chosen
         counter = self._counters[ep_id].setdefault(key, [0, 0])
         counter[0] += 1
-        counter[1] += packet.length
+        counter[1] += packet.frame_length
         mtype = match_type_of(key)
         if entry.deny:
             return DatapathResult(
@@ -356,6 +357,9 @@ def _addr_key(addr: IPAddress) -> int:
 
 def _ct_tuple(packet: Packet) -> _CTKey:
     src, dst = _addr_key(packet.src), _addr_key(packet.dst)
+    if not packet.carries_ports:
+        # no L4 header on the wire (non-first fragment, port-less protocol): ports are 0
+        return (packet.protocol, src, dst, 0, 0)
     if packet.protocol in (Protocol.ICMP, Protocol.ICMPV6):
         return (packet.protocol, src, dst, packet.sport, 0)
     return (packet.protocol, src, dst, packet.sport, packet.dport)
