@@ -427,10 +427,7 @@ class Packet:
     @property
     def frame_length(self) -> int:
         """Bytes of the Ethernet frame: ``length``, or the headers when they are longer."""
-        if self.fragment:
-            l4 = 8
-        else:
-            l4 = _L4_HEADER_BYTES.get(self.protocol, 0)
+        l4 = 8 if self.fragment else _L4_HEADER_BYTES.get(self.protocol, 0)
         headers = 14 + (20 if self.src.version == 4 else 40 + (8 if self.fragment else 0)) + l4
         return max(self.length, headers)
 
