@@ -156,9 +156,19 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "ciliumpy backends: " + (", ".join(names) if names else "none")
 
 
+def _parametrized_by_test(metafunc: pytest.Metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [n.strip() for n in names.split(",")]
+        if "ciliumpy_backend" in names:
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "ciliumpy_backend" not in metafunc.fixturenames:
-        return
+    if "ciliumpy_backend" not in metafunc.fixturenames or _parametrized_by_test(metafunc):
+        return  # a test that parametrizes ciliumpy_backend itself chooses its own backends
     names = _selected(metafunc.config)
     allowed = _marker_backends(metafunc.definition)
     params: list[Any] = []
