@@ -3,6 +3,7 @@
 
     python bpf/build.py            # writes ciliumpy/bpf/ciliumpy.bpf.o
     python bpf/build.py --check    # rebuilds into a temp dir, exit 1 if it differs
+    python bpf/build.py --output /tmp/x.o --define CIL_PARSE_WITH_HELPERS   # a test variant
 
 The object is committed as package data (ciliumpy/bpf/*.o) so that installing ciliumpy
 needs no compiler.  The build is reproducible: clang runs from the repository root with
@@ -52,14 +53,19 @@ def find_clang() -> str:
     return clang
 
 
-def build(out: Path) -> None:
-    """Compile bpf/ciliumpy.bpf.c into ``out`` (absolute or relative to the repo root)."""
+def build(out: Path, defines: tuple[str, ...] = ()) -> None:
+    """Compile bpf/ciliumpy.bpf.c into ``out`` (absolute or relative to the repo root).
+
+    ``defines`` are preprocessor macros (``NAME`` or ``NAME=VALUE``) for test variants of the
+    datapath; the committed object is built without any.
+    """
     clang = find_clang()
     out = out if out.is_absolute() else ROOT / out
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         clang,
         *CFLAGS,
+        *(f"-D{d}" for d in defines),
         f"-fdebug-prefix-map={ROOT}=.",
         "-c",
         str(SOURCE),
@@ -86,10 +92,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rebuild into a temporary directory and fail if the committed object differs",
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=OUTPUT,
+        help=f"where to write the object (default {OUTPUT})",
+    )
+    parser.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="a preprocessor macro, for test variants (e.g. CIL_PARSE_WITH_HELPERS)",
+    )
     args = parser.parse_args(argv)
+    if args.check and (args.define or args.output != OUTPUT):
+        parser.error("--check compares the committed object: it takes no --output or --define")
     if not args.check:
-        build(OUTPUT)
-        print(f"built {OUTPUT} ({(ROOT / OUTPUT).stat().st_size} bytes, {clang_version()})")
+        build(args.output, tuple(args.define))
+        out = args.output if args.output.is_absolute() else ROOT / args.output
+        print(f"built {args.output} ({out.stat().st_size} bytes, {clang_version()})")
         return 0
     committed = ROOT / OUTPUT
     with tempfile.TemporaryDirectory(prefix="ciliumpy-bpf-") as tmp:

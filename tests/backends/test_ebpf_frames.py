@@ -1,7 +1,11 @@
 """Hand-built frames through BPF_PROG_TEST_RUN: parsing, fail-closed drops, events.
 
 The frames here are assembled byte by byte in this file (not with the backend's own
-``build_frame``), so the parser is checked against an independent encoder.
+``build_frame``), so the parser is checked against an independent encoder.  Every test runs
+twice: on the packaged object, which reads headers with direct packet access, and on a build
+whose every header read takes the ``bpf_skb_load_bytes`` fallback that live skbs with paged
+data need (``BPF_PROG_TEST_RUN`` only makes linear skbs, so the fallback is reached no other
+way).
 """
 
 from __future__ import annotations
@@ -9,9 +13,14 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import struct
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from ebpf_support import require_ebpf
 
 from ciliumpy._datapath import (
     Action,
@@ -27,7 +36,9 @@ from ciliumpy._datapath import (
 from ciliumpy.backends import DatapathUpdate
 from ciliumpy.backends import _libbpf as L
 from ciliumpy.backends._bpfstructs import EventMode
-from ciliumpy.backends._ebpf import DatapathEvent, EBPFBackend, build_frame
+from ciliumpy.backends._ebpf import OBJECT_PATH, DatapathEvent, EBPFBackend, build_frame
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHOT, OK = 2, 0
 EP4, EP6 = ipaddress.ip_address("10.0.0.1"), ipaddress.ip_address("fd00::1")
@@ -100,19 +111,39 @@ KEYS = {
 }
 
 
-@pytest.fixture
-def dp(ebpf: EBPFBackend) -> EBPFBackend:
-    ebpf.apply(
-        DatapathUpdate(
-            endpoints_upsert={7: EndpointRecord(endpoint_id=7, identity=1007, ips=(EP4, EP6))},
-            ipcache_upsert={
-                ipaddress.ip_network("10.0.1.0/24"): 300,
-                ipaddress.ip_network("fd01::/64"): 301,
-            },
-            policy_upsert={7: dict.fromkeys(KEYS.values(), PolicyEntry())},
-        )
+@pytest.fixture(scope="module")
+def helper_parse_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datapath built with CIL_PARSE_WITH_HELPERS: every header via bpf_skb_load_bytes."""
+    out = tmp_path_factory.mktemp("bpf") / "ciliumpy-helper-parse.bpf.o"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bpf" / "build.py"), "--output", str(out), "--define", "CIL_PARSE_WITH_HELPERS"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    return ebpf
+    if "clang not found" in result.stderr:
+        require_ebpf("clang is not installed: the helper-parse build cannot be made")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_bytes() != OBJECT_PATH.read_bytes(), "the macro did not change the build"
+    return out
+
+
+@pytest.fixture(params=["direct-access", "helper-parse"])
+def dp(request: pytest.FixtureRequest, ebpf_available: None) -> Iterator[EBPFBackend]:
+    """Endpoint 7 with the KEYS entries, on the packaged object and on the helper-parse build."""
+    path = request.getfixturevalue("helper_parse_object") if request.param == "helper-parse" else None
+    with EBPFBackend(object_path=path, ct_max_entries=4096) as backend:
+        backend.apply(
+            DatapathUpdate(
+                endpoints_upsert={7: EndpointRecord(endpoint_id=7, identity=1007, ips=(EP4, EP6))},
+                ipcache_upsert={
+                    ipaddress.ip_network("10.0.1.0/24"): 300,
+                    ipaddress.ip_network("fd01::/64"): 301,
+                },
+                policy_upsert={7: dict.fromkeys(KEYS.values(), PolicyEntry())},
+            )
+        )
+        yield backend
 
 
 def run(dp: EBPFBackend, frame: bytes, direction: Direction = ING) -> tuple[int, DatapathEvent | None]:
