@@ -133,11 +133,8 @@ def kernel_policy(backend: EBPFBackend, endpoint_id: int) -> dict[MapStateKey, A
 
 
 def assert_kernel_enforces(cluster: Cluster, backend: EBPFBackend) -> None:
-    """The kernel maps hold exactly ``cluster``'s endpoints, ipcache and policy maps.
-
-    Policy entries are compared byte for byte except the cookie naming the rules behind an
-    entry: see test_backends_agree.test_kernel_cookies_follow_the_rules_behind_an_entry.
-    """
+    """The kernel maps hold exactly ``cluster``'s endpoints, ipcache and policy maps: policy
+    entries byte for byte, and each entry's cookie names the rules behind it."""
     refs = sorted(cluster.endpoints)
     ids = {ref: cluster.endpoint_id(ref) for ref in refs}
     want_ipcache = cluster.ipcache()  # brings the datapath up to date first
@@ -161,6 +158,7 @@ def assert_kernel_enforces(cluster: Cluster, backend: EBPFBackend) -> None:
         for key, value in held.items():
             expected = S.policy_entry_to_c(key, want[key], value.cookie)
             assert bytes(value) == bytes(expected), f"{ref} {key}: kernel entry differs from {want[key]!r}"
+            assert backend.origins_of_cookie(value.cookie) == want[key].origins, f"{ref} {key}: rule origins"
 
 
 def assert_no_traffic_state(backend: EBPFBackend) -> None:
