@@ -20,11 +20,12 @@ import functools
 import os
 import socket
 import struct
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableSet
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -455,12 +456,72 @@ class AuthPairs(MutableSet[tuple[int, int, int]]):
         self._pairs.discard((ep_id, remote, auth))
 
 
+# ---------------------------------------------------------------- network namespaces
+_T = TypeVar("_T")
+_THREAD_NETNS = "/proc/thread-self/ns/net"
+_CLONE_NEWNET = 0x40000000
+
+
+@functools.cache
+def _libc_setns() -> Callable[[int, int], int]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.setns.restype = ctypes.c_int
+    fn: Callable[[int, int], int] = libc.setns
+    return fn
+
+
+def _open_thread_netns() -> L.OwnedFd:
+    """An fd of the calling thread's network namespace (it also keeps that namespace alive)."""
+    return L.OwnedFd(os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC), "network namespace of a tc attachment")
+
+
+def _call_in_netns(netns: L.OwnedFd, fn: Callable[[], _T]) -> _T:
+    """Run ``fn()`` in the network namespace ``netns`` refers to and return its result.
+
+    Netlink (``bpf_tc_*``) acts in the calling thread's namespace, and an ifindex means
+    nothing outside its namespace.  When the caller is elsewhere, a short-lived thread enters
+    ``netns`` with setns(2), runs ``fn`` and exits: a namespace is per thread, so no other
+    thread of the process ever changes namespace.  The caller's own namespace needs no
+    setns, hence no CAP_SYS_ADMIN.
+    """
+    here, there = os.stat(_THREAD_NETNS), os.fstat(netns.fd)
+    if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+        return fn()
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            if _libc_setns()(netns.fd, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns into the attachment's network namespace: {os.strerror(err)}")
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="ciliumpy-netns", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError as exc:  # interpreter shutdown: callers treat it like a netlink error
+        raise OSError(errno_mod.EAGAIN, f"cannot start a thread to enter a network namespace: {exc}") from exc
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: _T = value
+    return result
+
+
 # ---------------------------------------------------------------- tc attachment
 @attrs.define(eq=False)
 class TCAttachment:
     """A program attached to a clsact hook of one interface (by :meth:`EBPFBackend.attach`).
 
-    ``detach()`` is idempotent and must run in the network namespace of the attach.
+    ``ifindex`` belongs to the network namespace the attach ran in.  The attachment keeps
+    that namespace (an fd of it) until it is detached, and ``detach()`` -- also when
+    ``close()`` of the backend runs it -- removes the filter there, from whichever thread
+    and namespace it is called; another namespace's interface with the same ifindex is never
+    touched.  ``detach()`` is idempotent.
     """
 
     ifindex: int
@@ -470,6 +531,7 @@ class TCAttachment:
     priority: int
     prog_id: int
     _owner: _Kernel | None = attrs.field(default=None, repr=False)
+    _netns: L.OwnedFd | None = attrs.field(default=None, repr=False)
 
     @property
     def attached(self) -> bool:
@@ -481,11 +543,23 @@ class TCAttachment:
         owner, self._owner = self._owner, None
         if owner is None:
             return
+        netns, self._netns = self._netns, None
         with contextlib.suppress(ValueError):
             owner.attachments.remove(self)
         hook = L.opts(L.bpf_tc_hook, ifindex=self.ifindex, attach_point=_TC_HOOKS[self.hook])
         tc = L.opts(L.bpf_tc_opts, handle=self.handle, priority=self.priority)
-        L.library().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(tc))
+
+        def tc_detach() -> None:
+            L.library().bpf_tc_detach(ctypes.byref(hook), ctypes.byref(tc))
+
+        try:
+            if netns is None:  # made by hand, without a namespace: the caller's is meant
+                tc_detach()
+            else:
+                _call_in_netns(netns, tc_detach)
+        finally:
+            if netns is not None:
+                netns.close()
 
     def __enter__(self) -> TCAttachment:
         return self
@@ -919,8 +993,9 @@ class EBPFBackend:
 
         On the host side of an endpoint's veth, Cilium's placement is ``program=EGRESS``
         (cil_from_container) on tc ``"ingress"`` and ``program=INGRESS`` on tc ``"egress"``.
-        Netlink runs in the calling thread's network namespace; an existing clsact qdisc is
-        reused and an existing filter with the same handle/priority replaced.
+        The interface is looked up and the filter attached in the calling thread's network
+        namespace, which the returned attachment remembers for its ``detach()``; an existing
+        clsact qdisc is reused and an existing filter with the same handle/priority replaced.
         """
         if hook not in _TC_HOOKS:
             raise ValueError(f"hook must be 'ingress' or 'egress', got {hook!r}")
@@ -937,7 +1012,13 @@ class EBPFBackend:
             handle=handle,
             priority=priority,
         )
-        lib.bpf_tc_attach(ctypes.byref(tc_hook), ctypes.byref(tc))
+        # Opened before the attach: a filter must never exist without the means to remove it.
+        netns = _open_thread_netns()
+        try:
+            lib.bpf_tc_attach(ctypes.byref(tc_hook), ctypes.byref(tc))
+        except BaseException:
+            netns.close()
+            raise
         att = TCAttachment(
             ifindex=ifindex,
             hook=hook,
@@ -946,6 +1027,7 @@ class EBPFBackend:
             priority=tc.priority,
             prog_id=tc.prog_id,
             owner=self._kernel,
+            netns=netns,
         )
         self._kernel.attachments.append(att)
         return att

@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import os
 import random
+import socket
 import struct
 import subprocess
 import sys
@@ -240,3 +241,44 @@ def test_attach_and_detach_in_a_network_namespace(ebpf_available: None) -> None:
         assert lines["AFTER_CLOSE"] == "''"  # close() detached the remaining program
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_detach_from_another_namespace_leaves_an_equal_ifindex_alone(ebpf_available: None) -> None:
+    """Two namespaces, each with a cpy0 of the same ifindex and the same filter handle/prio."""
+    from ciliumpy.lab._netns import NAME_PREFIX, NetNS, new_token
+
+    def filters(ns: NetNS) -> str:
+        return subprocess.run(
+            ["tc", "-n", ns.name, "filter", "show", "dev", "cpy0", "ingress"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    token = new_token()
+    a, b = NetNS(f"{NAME_PREFIX}{token}-a"), NetNS(f"{NAME_PREFIX}{token}-b")
+    try:
+        for ns in (a, b):
+            ns.ip(batch=["link add cpy0 type veth peer name cpy1", "link set cpy0 up"])
+        assert a.call(lambda: socket.if_nametoindex("cpy0")) == b.call(lambda: socket.if_nametoindex("cpy0"))
+        gc.collect()
+        before = open_fds()
+        backend = EBPFBackend()
+        try:
+            in_a = a.call(lambda: backend.attach("cpy0", program=Direction.EGRESS, hook="ingress"))
+            in_b = b.call(lambda: backend.attach("cpy0", program=Direction.EGRESS, hook="ingress"))
+            assert (in_a.ifindex, in_a.handle, in_a.priority) == (in_b.ifindex, in_b.handle, in_b.priority)
+            b.call(in_a.detach)  # from B's thread: must remove A's filter, not B's
+            assert filters(a) == ""
+            assert "cil_from_contai" in filters(b)
+            in_a.detach()
+            assert not in_a.attached and in_b.attached
+        finally:
+            backend.close()  # from this thread's (root) namespace: detaches in_b in B
+        assert filters(b) == ""
+        assert not in_b.attached
+        gc.collect()
+        assert open_fds() == before  # the namespace fds went with the attachments
+    finally:
+        a.close()
+        b.close()
