@@ -11,8 +11,9 @@ Two parts, each with its baselines measured in the same run (needs root; see doc
 
 (b) ``throughput``: iperf3 between two endpoints of a :class:`ciliumpy.lab.Lab` (client
     netns -> node netns routing -> server netns), TCP and 64-byte UDP (``-u -l 64 -b 0``),
-    with no filter, with the eBPF datapath attached while the server's policy map holds
-    10 / 1k / 10k entries, and with an iptables chain (nf_tables backend, loaded by
+    with no filter, with ``tc_pass`` on the same tc hooks as the datapath (the hook's own cost,
+    the floor of any tc datapath), with the eBPF datapath attached while the server's policy
+    map holds 10 / 1k / 10k entries, and with an iptables chain (nf_tables backend, loaded by
     ``iptables-nft-restore`` into the node's FORWARD chain) of 10 / 1k / 10k non-matching
     rules.  Conditions run in alternating order over several passes; medians are reported
     as ratios to "no filter".  Target: eBPF at 10k entries keeps >= 0.9x of the unfiltered
@@ -51,6 +52,7 @@ from ciliumpy.backends import _libbpf as L
 from ciliumpy.backends._ebpf import EBPFBackend, build_frame
 from ciliumpy.exceptions import BackendUnavailableError
 from ciliumpy.lab import HOST, Lab
+from ciliumpy.lab._lab import _tc_attach
 
 HERE = Path(__file__).resolve().parent
 BASELINE_SOURCE = HERE / "tc_pass.bpf.c"
@@ -272,7 +274,7 @@ def bench_cluster(entries: int, object_path: Path | None) -> Cluster:
 @dataclasses.dataclass(frozen=True)
 class Condition:
     name: str
-    kind: str  # "none" | "ebpf" | "nft"
+    kind: str  # "none" | "hook" (tc_pass on the datapath's hooks) | "ebpf" | "nft"
     size: int = 0
 
 
@@ -359,7 +361,11 @@ def cpu0_softirq_ns() -> float:
 
 
 def run_condition(
-    cond: Condition, clusters: dict[int, Cluster], duration: float, counts_optional: bool = False
+    cond: Condition,
+    clusters: dict[int, Cluster],
+    duration: float,
+    counts_optional: bool = False,
+    pass_fd: int | None = None,
 ) -> Sample:
     cluster = clusters[cond.size] if cond.kind == "ebpf" else next(iter(clusters.values()))
     backend = cluster.backend
@@ -371,6 +377,12 @@ def run_condition(
 
     before = counted()
     with Lab(cluster, attach=cond.kind == "ebpf", ipv6=False) as lab:
+        if cond.kind == "hook":
+            assert pass_fd is not None
+            hooks = {"ingress": pass_fd, "egress": pass_fd}
+            for ref in lab.endpoints:
+                host_if = lab.interface(ref)
+                lab.node.call(lambda host_if=host_if: _tc_attach(host_if, hooks))
         if cond.kind == "nft":
             subprocess.run(
                 lab.command(HOST, "iptables-nft-restore"),
@@ -409,30 +421,35 @@ def bench_throughput(
     for tool in ("iperf3", "iptables-nft-restore", "iptables-nft"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is missing: apt-get install -y --no-install-recommends iperf3 iptables")
-    conditions = [Condition("no filter", "none")]
-    conditions += [Condition(f"eBPF, {n:,} entries", "ebpf", n) for n in sizes]
-    conditions += [Condition(f"iptables-nft, {n:,} rules", "nft", n) for n in sizes]
-    clusters = {n: bench_cluster(n, object_path) for n in sizes}
-    for n, c in clusters.items():
-        print(f"  server policy map for {n:,}: {len(c.map_state(SERVER)):,} entries", flush=True)
-    samples: dict[Condition, list[Sample]] = {c: [] for c in conditions}
-    try:
-        for p in range(passes):
-            # Alternate the order so drift over the run does not favour one end of the list;
-            # the baseline brackets each pass, so every condition has one measured near it.
-            middle = conditions[1:] if p % 2 == 0 else conditions[:0:-1]
-            for cond in [conditions[0], *middle, conditions[0]]:
-                s = run_condition(cond, clusters, duration, counts_optional=object_path is not None)
-                samples[cond].append(s)
-                print(
-                    f"  pass {p + 1} {cond.name:<26} TCP {s.tcp_gbps:6.2f} Gbps"
-                    f"  UDP-64B sent {s.udp_sent_pps:>9,.0f} pps  received {s.udp_recv_pps:>9,.0f} pps"
-                    f"  softirq {s.softirq_ns:,.0f} ns/pkt",
-                    flush=True,
-                )
-    finally:
-        for c in clusters.values():
-            c.close()
+    with baseline_program() as pass_fd:
+        conditions = [Condition("no filter", "none")]
+        if pass_fd is not None:  # without clang there is no tc_pass, hence no hook-only row
+            conditions.append(Condition("tc hooks, return TC_ACT_OK", "hook"))
+        conditions += [Condition(f"eBPF, {n:,} entries", "ebpf", n) for n in sizes]
+        conditions += [Condition(f"iptables-nft, {n:,} rules", "nft", n) for n in sizes]
+        clusters = {n: bench_cluster(n, object_path) for n in sizes}
+        for n, c in clusters.items():
+            print(f"  server policy map for {n:,}: {len(c.map_state(SERVER)):,} entries", flush=True)
+        samples: dict[Condition, list[Sample]] = {c: [] for c in conditions}
+        try:
+            for p in range(passes):
+                # Alternate the order so drift over the run does not favour one end of the list;
+                # the baseline brackets each pass, so every condition has one measured near it.
+                middle = conditions[1:] if p % 2 == 0 else conditions[:0:-1]
+                for cond in [conditions[0], *middle, conditions[0]]:
+                    s = run_condition(
+                        cond, clusters, duration, counts_optional=object_path is not None, pass_fd=pass_fd
+                    )
+                    samples[cond].append(s)
+                    print(
+                        f"  pass {p + 1} {cond.name:<26} TCP {s.tcp_gbps:6.2f} Gbps"
+                        f"  UDP-64B sent {s.udp_sent_pps:>9,.0f} pps  received {s.udp_recv_pps:>9,.0f} pps"
+                        f"  softirq {s.softirq_ns:,.0f} ns/pkt",
+                        flush=True,
+                    )
+        finally:
+            for c in clusters.values():
+                c.close()
     return samples
 
 
@@ -529,6 +546,14 @@ def report_throughput(samples: dict[Condition, list[Sample]], duration: float, p
             f"{mid:.2f}x [{lo:.2f}-{hi:.2f}], ratio of medians {med[top].udp_sent_pps / base.udp_sent_pps:.2f}x: "
             f"{verdict}; the datapath adds {extra:,.0f} ns of softirq time per packet (two programs per packet)"
         )
+        hook = next((c for c in med if c.kind == "hook"), None)
+        if hook is not None:
+            hmid, hlo, hhi = paired(hook)
+            out.append(
+                f"tc hooks alone (tc_pass where the datapath is attached): per-pass median {hmid:.2f}x "
+                f"[{hlo:.2f}-{hhi:.2f}], {med[hook].softirq_ns - base.softirq_ns:,.0f} ns of softirq per packet; "
+                f"the programs' own share is {med[top].softirq_ns - med[hook].softirq_ns:,.0f} ns"
+            )
     return "\n".join(out)
 
 
