@@ -399,3 +399,17 @@ def test_cluster_spec_build_applies_atomically() -> None:
     )
     with pytest.raises(PolicyError, match="address already used"):
         clash.build()
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+    import warnings
+
+    import ciliumpy.strategies
+    import ciliumpy.testing
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # .example() warns that it is meant for interactive use
+        for module in (ciliumpy.testing, ciliumpy.strategies):
+            result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+            assert result.attempted > 0 and result.failed == 0, (module.__name__, result)
