@@ -11,8 +11,8 @@ vocabulary, and few rules.
 Strategies compose through their hooks: pass a strategy to ``keys=``, ``selectors=``,
 ``rules=``, ``namespaces=`` … to narrow what is drawn::
 
-    from hypothesis import given
-    from ciliumpy import strategies as cst
+    from hypothesis import given, strategies as st
+    from ciliumpy import Cluster, strategies as cst
 
     @given(cst.cilium_network_policies(namespaces=st.just("payments")))
     def test_every_policy_loads(policy):
