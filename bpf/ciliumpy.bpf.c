@@ -152,6 +152,7 @@ enum parse_result {
 	PARSE_OK,
 	PARSE_NOT_IP,
 	PARSE_INVALID,
+	PARSE_RETRY,	/* direct pass only: a header is not (all) in the linear area */
 };
 
 static __always_inline int is_icmp(__u8 protocol)
@@ -161,36 +162,39 @@ static __always_inline int is_icmp(__u8 protocol)
 }
 
 /*
- * Headers are read with direct packet access: a bounds check against data_end and a load,
- * where bpf_skb_load_bytes costs a helper call and a memcpy per header (about a sixth of
- * the whole program's time when every header went through it).  Bytes outside the skb's
- * linear area -- paged data, which a live skb may have and BPF_PROG_TEST_RUN never
- * builds -- and bytes past the end of the packet still go through bpf_skb_load_bytes, so a
- * packet is judged by its bytes, not by how the kernel laid them out.
- * -DCIL_PARSE_WITH_HELPERS sends every read down that path, for the tests.
+ * Headers are read in two passes.  The first uses direct packet access: a bounds check
+ * against data_end and a load, where bpf_skb_load_bytes costs a helper call and a memcpy per
+ * header (about a sixth of the whole program's time when every header went through it).
+ * Should a header not be (all) in the skb's linear area -- paged data, which a live skb may
+ * have and BPF_PROG_TEST_RUN never builds, or a packet that is simply too short -- the packet
+ * is parsed again from the start with bpf_skb_load_bytes, which reaches paged data too; so a
+ * packet is judged by its bytes, not by how the kernel laid them out, and a truncated one
+ * gets the helper pass's verdict.  Two separate passes, not a fallback per header: a choice
+ * per header doubles the verifier's paths at every header (10x the verification work,
+ * 1.3 s to load the object); a second pass is verified once.  -DCIL_PARSE_WITH_HELPERS
+ * skips the direct pass, for the tests.
  *
  * skb->data and skb->data_end are read once, in parse_packet(): clang otherwise keeps
  * &skb->data in a register for later reads, and the verifier rejects a load through a
- * modified context pointer.  bpf_skb_load_bytes does not move packet data, so the two
- * pointers stay valid for the whole parse.
+ * modified context pointer.
  */
 struct frame {
 	struct __sk_buff *skb;
 	void *data;
 	void *data_end;
+	int direct;		/* a compile-time constant in each inlined copy of the parser */
 };
 
-/* `len` bytes at `off`: in the packet itself when they are linear, else copied into `buf`;
- * NULL when the packet ends before. */
+/* `len` bytes at `off`: in the packet itself (direct pass) or copied into `buf` (helper
+ * pass); NULL when they are not there. */
 static __always_inline const void *header(const struct frame *f, __u32 off, __u32 len, void *buf)
 {
-#ifndef CIL_PARSE_WITH_HELPERS
-	void *hdr = f->data + off;
+	if (f->direct) {
+		void *hdr = f->data + off;
 
-	/* One pointer for the check and the access: the verifier ties the range to it. */
-	if (likely(hdr + len <= f->data_end))
-		return hdr;
-#endif
+		/* One pointer for the check and the access: the verifier ties the range to it. */
+		return likely(hdr + len <= f->data_end) ? hdr : NULL;
+	}
 	if (bpf_skb_load_bytes(f->skb, off, buf, len) < 0)
 		return NULL;
 	return buf;
@@ -201,11 +205,15 @@ static __always_inline int have_bytes(const struct frame *f, __u32 off, __u32 le
 {
 	__u8 last;
 
-#ifndef CIL_PARSE_WITH_HELPERS
-	if (likely(f->data + off + len <= f->data_end))
-		return 1;
-#endif
+	if (f->direct)
+		return likely(f->data + off + len <= f->data_end);
 	return bpf_skb_load_bytes(f->skb, off + len - 1, &last, 1) == 0;
+}
+
+/* What a missing header means: in the direct pass, only that the helper pass must decide. */
+static __always_inline int missing(const struct frame *f, int result)
+{
+	return f->direct ? PARSE_RETRY : result;
 }
 
 static __always_inline int parse_l4(const struct frame *f, __u32 off, struct packet *p)
@@ -236,7 +244,7 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 	case IPPROTO_ICMPV6:
 		icmp = header(f, off, sizeof(*icmp), &buf.icmp);
 		if (!icmp)
-			return PARSE_INVALID;
+			return missing(f, PARSE_INVALID);
 		p->icmp_type = icmp->type;
 		p->icmp_code = icmp->code;
 		p->sport = bpf_ntohs(icmp->id);
@@ -247,10 +255,10 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 		return PARSE_OK;
 	}
 	if (!have_bytes(f, off, hlen))
-		return PARSE_INVALID;
+		return missing(f, PARSE_INVALID);
 	ports = header(f, off, sizeof(*ports), &buf.ports);
 	if (!ports)
-		return PARSE_INVALID;
+		return missing(f, PARSE_INVALID);
 	p->sport = bpf_ntohs(ports->sport);
 	p->dport = bpf_ntohs(ports->dport);
 	return PARSE_OK;
@@ -264,12 +272,14 @@ static __always_inline int parse_ipv4(const struct frame *f, struct packet *p)
 
 	ip = header(f, ETH_HLEN, sizeof(*ip), &buf);
 	if (!ip)
-		return PARSE_INVALID;
+		return missing(f, PARSE_INVALID);
 	if ((ip->ihl_version >> 4) != 4)
 		return PARSE_INVALID;
 	ihl = (__u32)(ip->ihl_version & 0x0F) * 4;
-	if (ihl < sizeof(*ip) || !have_bytes(f, ETH_HLEN, ihl))
+	if (ihl < sizeof(*ip))
 		return PARSE_INVALID;
+	if (!have_bytes(f, ETH_HLEN, ihl))
+		return missing(f, PARSE_INVALID);
 	__builtin_memcpy(p->saddr, ip->saddr, 4);
 	__builtin_memcpy(p->daddr, ip->daddr, 4);
 	p->family = CIL_FAMILY_IPV4;
@@ -302,13 +312,18 @@ static __always_inline int parse_ipv6(const struct frame *f, struct packet *p)
 
 	ip6 = header(f, ETH_HLEN, sizeof(*ip6), &buf.ip6);
 	if (!ip6)
-		return PARSE_INVALID;
+		return missing(f, PARSE_INVALID);
 	if ((ip6->vtc_flow[0] >> 4) != 6)
 		return PARSE_INVALID;
 	__builtin_memcpy(p->saddr, ip6->saddr, 16);
 	__builtin_memcpy(p->daddr, ip6->daddr, 16);
 	p->family = CIL_FAMILY_IPV6;
 	nexthdr = ip6->nexthdr;
+	/* Extension headers (rare) are walked by the helper pass only: walked with packet
+	 * pointers, every chain shape was a separate path for the verifier (150k instructions,
+	 * half a second to load), while loads into one buffer let it merge them. */
+	if (f->direct && ipv6_is_ext(nexthdr))
+		return PARSE_RETRY;
 
 #pragma unroll
 	for (i = 0; i < CIL_IPV6_MAX_EXT; i++) {
@@ -317,7 +332,7 @@ static __always_inline int parse_ipv6(const struct frame *f, struct packet *p)
 		if (nexthdr == IPPROTO_FRAGMENT) {
 			frag = header(f, off, sizeof(*frag), &buf.frag);
 			if (!frag)
-				return PARSE_INVALID;
+				return missing(f, PARSE_INVALID);
 			nexthdr = frag->nexthdr;
 			off += sizeof(*frag);
 			if (bpf_ntohs(frag->frag_off) & IP6_OFFSET) {
@@ -328,7 +343,7 @@ static __always_inline int parse_ipv6(const struct frame *f, struct packet *p)
 		}
 		opt = header(f, off, sizeof(*opt), &buf.opt);
 		if (!opt)
-			return PARSE_INVALID;
+			return missing(f, PARSE_INVALID);
 		/* AH counts 4-byte units minus 2, the others 8-byte units minus 1 (RFC 4302/8200). */
 		if (nexthdr == IPPROTO_AH)
 			off += ((__u32)opt->hdrlen + 2) * 4;
@@ -343,24 +358,38 @@ static __always_inline int parse_ipv6(const struct frame *f, struct packet *p)
 	return parse_l4(f, off, p);
 }
 
+static __always_inline int parse_frame(const struct frame *f, struct packet *p)
+{
+	struct ethhdr buf;
+	const struct ethhdr *eth = header(f, 0, sizeof(*eth), &buf);
+
+	if (!eth)
+		return missing(f, PARSE_NOT_IP);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(f, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(f, p);
+	/* ARP and other non-IP traffic is not subject to policy (as in Cilium). */
+	return PARSE_NOT_IP;
+}
+
 static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 {
-	struct frame f = {
+	struct frame copied = { .skb = skb, .direct = 0 };
+#ifndef CIL_PARSE_WITH_HELPERS
+	struct frame direct = {
 		.skb = skb,
 		.data = (void *)(long)skb->data,
 		.data_end = (void *)(long)skb->data_end,
+		.direct = 1,
 	};
-	struct ethhdr buf;
-	const struct ethhdr *eth = header(&f, 0, sizeof(*eth), &buf);
+	int ret = parse_frame(&direct, p);
 
-	if (!eth)
-		return PARSE_NOT_IP;
-	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return parse_ipv4(&f, p);
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return parse_ipv6(&f, p);
-	/* ARP and other non-IP traffic is not subject to policy (as in Cilium). */
-	return PARSE_NOT_IP;
+	if (likely(ret != PARSE_RETRY))
+		return ret;
+	__builtin_memset(p, 0, sizeof(*p));	/* the helper pass starts from nothing */
+#endif
+	return parse_frame(&copied, p);
 }
 
 /* ---------------------------------------------------------------- lookups */

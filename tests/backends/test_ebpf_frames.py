@@ -2,10 +2,11 @@
 
 The frames here are assembled byte by byte in this file (not with the backend's own
 ``build_frame``), so the parser is checked against an independent encoder.  Every test runs
-twice: on the packaged object, which reads headers with direct packet access, and on a build
-whose every header read takes the ``bpf_skb_load_bytes`` fallback that live skbs with paged
-data need (``BPF_PROG_TEST_RUN`` only makes linear skbs, so the fallback is reached no other
-way).
+twice: on the packaged object, which reads headers with direct packet access and re-parses
+with ``bpf_skb_load_bytes`` only when that runs out of linear bytes (truncated frames, IPv6
+extension headers), and on a build that parses everything with the helper pass, which live
+skbs with paged data need (``BPF_PROG_TEST_RUN`` only makes linear skbs, so paged data cannot
+reach it otherwise).
 """
 
 from __future__ import annotations
