@@ -73,7 +73,7 @@ pytestmark = pytest.mark.requires_ebpf
 
 # Fixed seeds: CI compares the same inputs on every run.  Raise the count for a longer soak.
 EXAMPLES = int(os.environ.get("CILIUMPY_CLUSTER_DIFFERENTIAL_EXAMPLES", "2000"))
-SEEDS = (1, 2, 3, 4)  # one share of the examples per seed
+SEEDS = tuple(range(1, 13))  # one share of the examples per seed: small shares keep every core busy
 # A small randomized run explores new inputs on each CI run (the reproducer is printed on failure).
 RANDOM_EXAMPLES = int(os.environ.get("CILIUMPY_CLUSTER_DIFFERENTIAL_RANDOM_EXAMPLES", "100"))
 # Shares run in parallel processes, each with its own backend: one more than there are cores,
@@ -433,7 +433,7 @@ def test_clusters_on_both_backends_agree() -> None:
 
 
 def test_clusters_agree_on_random_inputs() -> None:
-    tally = _run_shares([None] * len(SEEDS), RANDOM_EXAMPLES)
+    tally = _run_shares([None] * 3, RANDOM_EXAMPLES)
     assert tally.examples >= RANDOM_EXAMPLES, tally
 
 
