@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import test_distillery
 import test_distillery_cidr
-from _pytest.mark.structures import ParameterSet
 from cluster_pairs import MirroredCluster, SharedDatapath
 
 from ciliumpy import cli
@@ -52,7 +51,10 @@ class _MirrorFactory:
         return mirror
 
 
-def _replays(module: ModuleType) -> list[ParameterSet]:
+_ParameterSet = type(pytest.param())
+
+
+def _replays(module: ModuleType) -> list[Any]:
     """One parameter per test function of ``module`` and per case of its ``parametrize``."""
     out = []
     for name, fn in vars(module).items():
@@ -67,7 +69,7 @@ def _replays(module: ModuleType) -> list[ParameterSet]:
             ids = marks[0].kwargs.get("ids")
             cases = []
             for i, value in enumerate(argvalues):
-                values = value.values if isinstance(value, ParameterSet) else value if len(names) > 1 else (value,)
+                values = value.values if isinstance(value, _ParameterSet) else value if len(names) > 1 else (value,)
                 label = ids(value) if callable(ids) else ids[i] if ids else str(i)
                 cases.append((dict(zip(names, values, strict=True)), f"[{label}]"))
         for kwargs, label in cases:
