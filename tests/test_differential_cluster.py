@@ -1,18 +1,20 @@
 """The simulator and the eBPF datapath give the same verdicts for the same cluster.
 
 Hypothesis draws clusters (pods in a few namespaces with named container ports, sometimes a
-node, dual stack or not), policies (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and
-NetworkPolicy with denies, port ranges, named ports, entities, CIDR sets with ``except``, L7
-HTTP and DNS rules, ICMP and mutual authentication) and packets, most of them aimed at a
-map-state key of one of the pods.  Each example builds one :class:`~ciliumpy.Cluster` on the
+node or the cluster DNS and its proxy, dual stack or not), policies (CiliumNetworkPolicy,
+CiliumClusterwideNetworkPolicy and NetworkPolicy with denies, port ranges, named ports,
+entities, CIDR sets with ``except``, toFQDNs, L7 HTTP and DNS rules, ICMP and mutual
+authentication), name lookups, and packets (fragments and port-less protocols included), most
+of them aimed at a map-state key of one of the pods.  Each example builds one :class:`~ciliumpy.Cluster` on the
 simulator and one on a long-lived :class:`~ciliumpy.backends._ebpf.EBPFBackend` from the same
 manifests and compares the two :class:`~ciliumpy.Verdict` objects of every packet: allowed,
 FORWARDED/DROPPED/REDIRECTED, drop reason, match type, the deciding map key and entry, proxy
 port, both hooks' datapath results (conntrack state included), the L7 decision and the rules
 responsible.  Every packet is sent, then its reply; then a change (a policy added or deleted, a
-pod added, removed or relabelled) is applied to both clusters and everything is sent again, so
-established flows are re-checked.  ``Cluster.check`` flows and the policy counters are compared
-too.  A mismatch shrinks to a minimal cluster and shows both verdicts' ``explain()``.
+pod added, removed or relabelled, learned DNS entries expiring) is applied to both clusters
+and everything is sent again, so established flows are re-checked.  ``Cluster.check`` flows,
+name lookups and the policy counters are compared too.  A mismatch shrinks to a minimal
+cluster and shows both verdicts' ``explain()``.
 
 Loading the eBPF object costs ~0.15 s, so each process loads one backend and every example's
 cluster borrows it: every endpoint and ipcache entry the previous cluster pushed is deleted by
@@ -52,9 +54,12 @@ from hypothesis import strategies as st
 
 from ciliumpy import (
     Cluster,
+    ContainerPort,
     CTState,
     DropReason,
+    Endpoint,
     MapStateKey,
+    Namespace,
     Node,
     Packet,
     PolicyEntry,
@@ -65,6 +70,7 @@ from ciliumpy import strategies as cst
 from ciliumpy._datapath import IPAddress, TCPFlags
 from ciliumpy._fqdn import ManualClock
 from ciliumpy._l7 import DNSQuery, HTTPRequest
+from ciliumpy._manifests import load_objects
 from ciliumpy.backends._ebpf import EBPFBackend, build_frame
 from ciliumpy.backends._simulator import SimulatorBackend
 from ciliumpy.testing import ClusterSpec
@@ -111,12 +117,42 @@ SPECS = cst.cluster_specs(
     namespace_labels=st.just({}),
 )
 NODE = Node(name="node-2", ips=("10.0.7.2", "fd00:10::7:2"))
+# The cluster DNS: with it, pods resolve names through the DNS proxy (where an egress DNS rule
+# redirects them), and toFQDNs selectors select the learned addresses.
+KUBE_SYSTEM = Namespace("kube-system")
+KUBE_DNS = Endpoint(
+    namespace="kube-system", name="coredns", labels={"k8s-app": "kube-dns"}, ports=(ContainerPort("dns", 53, "UDP"),)
+)
+DNS_RECORDS = {  # names the strategies' DNS rules and toFQDNs selectors use; one inside a CIDR rule
+    "example.com": ["203.0.113.7"],
+    "api.example.com": ["198.51.100.8", "2001:db8::8"],
+    "cilium.io": ["192.0.2.9", "2001:db8:1::9"],
+}
+# Sends every pod's DNS queries to the DNS proxy, as clusters using toFQDNs do (and makes every
+# pod's egress default-deny).
+_DNS_RULE = {
+    "toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system"}}],
+    "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}], "rules": {"dns": [{"matchPattern": "*"}]}}],
+}
+DNS_PROXY = load_objects(
+    [
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "dns-visibility"},
+            "spec": {"endpointSelector": {}, "egress": [_DNS_RULE]},
+        }
+    ]
+)[0]
+LOOKUPS = st.lists(st.tuples(st.sampled_from(sorted(DNS_RECORDS)), st.sampled_from(("A", "AAAA"))), max_size=2)
 
 
 @st.composite
 def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
     """A change applied to both clusters between the first packets and their re-check."""
     options = ["add-policy", "relabel-pod", "add-pod"]
+    if KUBE_DNS in spec.endpoints:
+        options.append("dns-expiry")
     if spec.policies:
         options.append("delete-policy")
     if len(spec.endpoints) > 1:
@@ -128,6 +164,8 @@ def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
         return kind, draw(st.sampled_from(spec.policies))
     if kind == "remove-pod":
         return kind, draw(st.sampled_from(spec.endpoints)).ref
+    if kind == "dns-expiry":
+        return kind, draw(st.sampled_from((60, 400)))  # seconds; the records' TTL is 300
     if kind == "relabel-pod":
         pod = draw(st.sampled_from(spec.endpoints))
         return kind, attrs.evolve(pod, labels=draw(LABELS))
@@ -141,6 +179,9 @@ def _apply_change(cluster: Cluster, change: tuple[str, Any]) -> None:
         cluster.delete(what)
     elif kind == "remove-pod":
         cluster.remove_endpoint(what)
+    elif kind == "dns-expiry":
+        cluster.clock.advance(what)
+        cluster.expire_dns()
     else:
         cluster.apply(what)
 
@@ -176,9 +217,10 @@ class _Targets:
     @classmethod
     def of(cls, cluster: Cluster) -> _Targets:
         remote = set(ADDRESSES)
-        for net in cluster.ipcache():
+        for net in cluster.ipcache():  # CIDR prefixes, learned FQDN addresses, nodes
+            remote.add(net.network_address)
             if net.num_addresses > 1:
-                remote.update((net.network_address, net.network_address + 1, net.broadcast_address))
+                remote.update((net.network_address + 1, net.broadcast_address))
         owner = {ip: ref for ref, ep in cluster.endpoints.items() for ip in ep.ips}
         remote.update(owner)
         by_identity: dict[int, list[IPAddress]] = {}
@@ -307,6 +349,7 @@ WANTED = {
     *(f"ct {c}" for c in ("NEW", "ESTABLISHED", "REPLY")),
     "established flow cut by a policy change",
     "HTTP status from the proxy",
+    "address learned by the DNS proxy",
 }
 
 
@@ -314,6 +357,10 @@ def _one_example(datapath: SharedDatapath, data: st.DataObject, tally: _Tally) -
     spec = data.draw(SPECS, label="spec")
     if data.draw(st.booleans(), label="with a node"):
         spec = attrs.evolve(spec, nodes=(NODE,))
+    if data.draw(st.booleans(), label="with cluster DNS"):
+        spec = attrs.evolve(spec, namespaces=(*spec.namespaces, KUBE_SYSTEM), endpoints=(*spec.endpoints, KUBE_DNS))
+        if data.draw(st.booleans(), label="with the DNS proxy"):
+            spec = attrs.evolve(spec, policies=(*spec.policies, DNS_PROXY))
     dual_stack = data.draw(st.booleans(), label="dual_stack")
     sim = Cluster(backend=SimulatorBackend(), dual_stack=dual_stack, clock=ManualClock(T0))
     built_sim = attempt(sim.apply, *spec.objects)
@@ -337,6 +384,18 @@ def _compare_traffic(sim: Cluster, ebpf: Cluster, spec: ClusterSpec, data: st.Da
     for ep_id, ident in pairs:
         sim.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
         ebpf.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
+
+    # Name lookups through the cluster DNS (and the DNS proxy): learned addresses get identities.
+    if KUBE_DNS.ref in sim.endpoints:
+        for c in (sim, ebpf):
+            c.add_dns_records(DNS_RECORDS, ttl=300)
+        pods = sorted(ref for ref in sim.endpoints if ref != KUBE_DNS.ref) or [KUBE_DNS.ref]
+        for name, qtype in data.draw(LOOKUPS, label="DNS lookups"):
+            src = data.draw(st.sampled_from(pods), label="DNS client")
+            resolved = [attempt(c.resolve, src, name, qtype) for c in (sim, ebpf)]
+            assert_same_outcome(f"resolve {name} {qtype} from {src}", *resolved)
+            if not isinstance(resolved[0], BaseException) and resolved[0].learned:
+                tally.seen["address learned by the DNS proxy"] += 1
 
     packets = data.draw(st.lists(_packets(_Targets.of(sim)), min_size=1, max_size=4), label="packets")
     requests = data.draw(st.lists(REQUESTS, min_size=len(packets), max_size=len(packets)), label="requests")
