@@ -218,6 +218,48 @@ def assert_same_outcome(what: str, sim: Any, ebpf: Any) -> None:
 
 
 # ---------------------------------------------------------------- one test, two clusters
+def _is_data(value: Any) -> bool:
+    """Plain values and containers, compared (what the cluster's properties return)."""
+    return _is_value(value) or isinstance(value, list | dict | set | Mapping)
+
+
+def _is_value(value: Any) -> bool:
+    """Immutable values: compared, never acted on."""
+    return isinstance(value, int | float | str | bytes | tuple | frozenset | None) or attrs.has(type(value))
+
+
+class _Both:
+    """An attribute of both clusters that is an object, not data (``backend``, ``clock``,
+    ``backend.auth_pairs``): calls go to both objects and must return equal results; the eBPF
+    side's is returned."""
+
+    def __init__(self, path: str, sim: Any, ebpf: Any) -> None:
+        self._path, self._sim, self._ebpf = path, sim, ebpf
+
+    def __getattr__(self, name: str) -> Any:
+        path, sim, ebpf = f"{self._path}.{name}", getattr(self._sim, name), getattr(self._ebpf, name)
+        if not callable(sim):
+            return _same(path, sim, ebpf) if _is_value(sim) else _Both(path, sim, ebpf)
+
+        def both(*args: Any, **kwargs: Any) -> Any:
+            return _same(f"{path}{args}", attempt(sim, *args, **kwargs), attempt(ebpf, *args, **kwargs))
+
+        return both
+
+    def __contains__(self, item: object) -> bool:
+        return bool(_same(f"{item!r} in {self._path}", item in self._sim, item in self._ebpf))
+
+    def __len__(self) -> int:
+        return int(_same(f"len({self._path})", len(self._sim), len(self._ebpf)))
+
+
+def _same(what: str, sim: Any, ebpf: Any) -> Any:
+    assert_same_outcome(what, sim, ebpf)
+    if isinstance(ebpf, BaseException):
+        raise ebpf
+    return ebpf
+
+
 # Calls after which the kernel maps are checked against the cluster (before the next read).
 _CHANGES = frozenset(
     {"apply", "delete", "add_namespace", "add_endpoint", "remove_endpoint", "add_node", "add_service", "resolve"}
@@ -257,6 +299,8 @@ class MirroredCluster:
     def __getattr__(self, name: str) -> Any:
         sim_attr, ebpf_attr = getattr(self._sim, name), getattr(self._ebpf, name)
         if not callable(sim_attr):
+            if not _is_data(sim_attr):  # e.g. the backend or the clock: act on both
+                return _Both(name, sim_attr, ebpf_attr)
             assert_same_outcome(name, sim_attr, ebpf_attr)
             return ebpf_attr
 

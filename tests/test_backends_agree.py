@@ -120,10 +120,7 @@ def test_an_authenticated_pair_passes_on_both_backends(datapath: SharedDatapath)
         }
     )
     assert c.check("a/bar", "a/foo", 80).drop_reason.value == 189
-    sim, ebpf = c.clusters
-    pair = (ebpf.endpoint_id("a/foo"), ebpf.identity_of("a/bar").id, 1)
-    sim.backend.auth_pairs.add(pair)  # type: ignore[attr-defined]
-    ebpf.backend.auth_pairs.add(pair)  # type: ignore[attr-defined]
+    c.backend.auth_pairs.add((c.endpoint_id("a/foo"), c.identity_of("a/bar").id, 1))  # on both backends
     v = c.check("a/bar", "a/foo", 80)
     assert v.verdict == "FORWARDED" and v.egress is not None and v.ingress is not None
     assert v.ingress.result.auth_type == 1
