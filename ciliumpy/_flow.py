@@ -82,8 +82,9 @@ def verdict_flows(v: Verdict, *, node_name: str = "ciliumpy", time: float | None
         res = hook.result
         direction = "EGRESS" if res.direction == Direction.EGRESS else "INGRESS"
         dropped = res.action == Action.DROP
-        if res.ct_state.name == "REPLY":
-            continue  # replies of tracked connections produce no policy-verdict event
+        if res.ct_state.name == "REPLY" or (res.ct_state.name == "ESTABLISHED" and not dropped):
+            # Policy-verdict events are sent for drops and new connections only (bpf_lxc.c).
+            continue
         verdict = "DROPPED" if dropped else ("REDIRECTED" if res.action == Action.REDIRECT else "FORWARDED")
         pv = _assemble(v, hook, ts, node_name, verdict, EVENT_POLICY_VERDICT, 0, direction, dropped)
         flows.append(pv)
