@@ -34,7 +34,6 @@ from ._datapath import (
     TCPFlags,
 )
 from ._identity import (
-    RESERVED_NAMES,
     Identity,
     IdentityAllocator,
     cidr_identity_labels,
@@ -436,7 +435,6 @@ class Cluster:
 
     def _with_addresses(self, ep: Endpoint) -> Endpoint:
         if ep.ips:
-            old = self._endpoints.get(ep.ref)
             for ip in ep.ips:
                 owner = self._owner_of_ip(ip)
                 if owner is not None and owner != ep.ref:
@@ -448,7 +446,6 @@ class Cluster:
                         field="status.podIPs",
                         value=str(ip),
                     )
-            del old
             return ep
         old = self._endpoints.get(ep.ref)
         if old is not None and old.ips:
@@ -672,7 +669,6 @@ class Cluster:
             return
         rules = self._rules()
         # 1. endpoint identities
-        changed_idents = False
         live: dict[str, Identity] = {}
         label_cache = self._ep_label_cache
         for ref, ep in self._endpoints.items():
@@ -696,13 +692,11 @@ class Cluster:
             if old is not None and self._alloc.release(old):
                 self._cache.remove_identity(old)
             live[ref] = ident
-            changed_idents = True
         for ref in list(self._ep_ident):
             if ref not in self._endpoints:
                 old = self._ep_ident[ref]
                 if self._alloc.release(old):
                     self._cache.remove_identity(old)
-                changed_idents = True
         self._ep_ident = live
         # 2. peer selectors of every rule → referenced CIDRs and FQDN selectors
         compiler = PolicyCompiler(self.config, self._cache, self._peer_selectors, self._cluster_named_ports)
@@ -762,7 +756,6 @@ class Cluster:
             if ref not in self._endpoints:
                 del self._policy_deps[ref]
         self._ep_policy = new_policy
-        del changed_idents
         self._push()
         self._dirty = False
 
@@ -1081,17 +1074,9 @@ class Cluster:
         from ._l7 import evaluate_l7
 
         views = pol.l7_views(res.direction, packet.protocol, packet.policy_port, res.remote_identity, self._cache)
-        if request is None:
-            decision = None
-            accepts: list[str] = []
-            try:
-                probe = evaluate_l7(views, None)
-                accepts = list(getattr(probe, "accepts", ()) or ())
-            except (TypeError, AttributeError):
-                accepts = []
-            return HookVerdict(res, entry, decision, tuple(accepts))
         decision = evaluate_l7(views, request)
-        return HookVerdict(res, entry, decision, tuple(getattr(decision, "accepts", ()) or ()))
+        # Without a request the decision only describes what the proxy would accept.
+        return HookVerdict(res, entry, decision if request is not None else None, tuple(decision.accepts))
 
     def _ref_of_ep_id(self, num: int) -> str | None:
         return self._ref_by_ep_id.get(num)
@@ -1364,4 +1349,3 @@ def _translate_np_rule(r: NetworkPolicyRule, direction: Direction, namespace: st
     return out
 
 
-_ = (RESERVED_NAMES, ID_WORLD)
