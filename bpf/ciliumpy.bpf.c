@@ -12,7 +12,10 @@
  * (cil_auth) -> accounting (cil_policystats) -> CT entry for allowed new flows -> flow event
  * (cil_events).  ciliumpy/backends/_simulator.py is the reference semantics, step by step.
  *
- * Every packet of a live flow runs this twice (source and destination veth), so the common
+ * Between two endpoints of the node whose devices are known, cil_from_container also runs
+ * the destination's ingress decision and delivers the packet into its namespace (Cilium's
+ * local delivery with BPF host routing, see deliver()); otherwise each hook judges its own
+ * side.  Either way every packet crosses two decisions, so the common
  * path is kept short (docs/ebpf-bench.md): headers are read in place, not copied out with
  * helpers; the clock is read only for an event, a new CT entry or an expiring auth pair; the
  * flow event is built only when the event mode emits it; an established flow costs one
@@ -146,6 +149,7 @@ struct packet {
 	__u8 fragment;
 	__u8 icmp_type;
 	__u8 icmp_code;
+	__u8 ttl;		/* IPv4 TTL / IPv6 hop limit, for local delivery */
 };
 
 enum parse_result {
@@ -284,6 +288,7 @@ static __always_inline int parse_ipv4(const struct frame *f, struct packet *p)
 	__builtin_memcpy(p->daddr, ip->daddr, 4);
 	p->family = CIL_FAMILY_IPV4;
 	p->protocol = ip->protocol;
+	p->ttl = ip->ttl;
 	if (bpf_ntohs(ip->frag_off) & IP_OFFSET)
 		p->fragment = 1;
 	return parse_l4(f, ETH_HLEN + ihl, p);
@@ -318,6 +323,7 @@ static __always_inline int parse_ipv6(const struct frame *f, struct packet *p)
 	__builtin_memcpy(p->saddr, ip6->saddr, 16);
 	__builtin_memcpy(p->daddr, ip6->daddr, 16);
 	p->family = CIL_FAMILY_IPV6;
+	p->ttl = ip6->hop_limit;
 	nexthdr = ip6->nexthdr;
 	/* Extension headers (rare) are walked by the helper pass only: walked with packet
 	 * pointers, every chain shape was a separate path for the verifier (150k instructions,
@@ -545,11 +551,20 @@ static __always_inline void emit(struct __sk_buff *skb, const struct packet *p,
 
 /* ---------------------------------------------------------------- the decision */
 
-static __always_inline int decide(struct __sk_buff *skb, const struct packet *p, __u8 dir,
-				  struct decision *d)
+static __always_inline const struct endpoint_info *endpoint_of(const __u8 *addr, __u8 family)
 {
 	struct endpoint_key epk = {};
-	struct endpoint_info *ep;
+
+	__builtin_memcpy(epk.addr, addr, 16);
+	epk.family = family;
+	return bpf_map_lookup_elem(&cil_lxc, &epk);
+}
+
+/* The policy decision of one hook for the endpoint `ep` (NULL: no local endpoint owns the
+ * hook's address, so there is no policy to enforce here). */
+static __always_inline int decide(struct __sk_buff *skb, const struct packet *p, __u8 dir,
+				  const struct endpoint_info *ep, struct decision *d)
+{
 	struct ct_key ctk = {};
 	struct ct_entry *ct;
 	struct policy_key pk = {};
@@ -558,9 +573,6 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 	__u32 ep_id;
 	__u8 auth;
 
-	__builtin_memcpy(epk.addr, dir == CIL_DIR_EGRESS ? p->saddr : p->daddr, 16);
-	epk.family = p->family;
-	ep = bpf_map_lookup_elem(&cil_lxc, &epk);
 	if (!ep)
 		return TC_ACT_OK;	/* not a local endpoint: no policy at this hook */
 	d->flags = CIL_EVENT_ENFORCED;
@@ -676,45 +688,140 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 	return TC_ACT_OK;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+static __always_inline int wants_event(__u32 mode, const struct decision *d)
 {
-	struct packet p = {};
-	struct decision d = {};
-	__u32 mode;
-	int parsed, ret;
+	return mode == CIL_EVENTS_ALL || (mode == CIL_EVENTS_DROPS && d->verdict == CIL_VERDICT_DROP);
+}
 
-	/* Keep p in memory.  Split into registers by clang, each field needs its own zero on
-	 * every exit path of the parser, mostly spilled to the stack again: a quarter of the
-	 * program's instructions went to that. */
-	asm volatile("" : : "r"(&p) : "memory");
-	parsed = parse_packet(skb, &p);
-	if (parsed == PARSE_NOT_IP)
-		return TC_ACT_OK;
+/*
+ * Local delivery, as Cilium does it with BPF host routing: when the destination is an
+ * endpoint of this node whose device is known, its ingress policy is enforced right here
+ * (Cilium tail-calls the destination's policy program) and the packet is handed straight
+ * to the destination's namespace with bpf_redirect_peer().  The node's IP forwarding and
+ * the destination veth's egress, where cil_to_container sits, are skipped: one program
+ * per packet instead of two.  Like a router, the TTL / hop limit is decremented and the
+ * Ethernet addresses are rewritten (source = node side, destination = endpoint).
+ *
+ * Only for packets that really arrived on the source endpoint's own device: in
+ * BPF_PROG_TEST_RUN (which runs on the loopback device) and on any other device the hook
+ * keeps its own scope, so the test-run evaluation of each hook is not changed by a lab.
+ * And only when the rewrite cannot fail -- a TTL above 1 and linear L2/L3 headers -- is
+ * the destination's policy run here; otherwise the stack forwards the packet (and sends
+ * ICMP time-exceeded) and cil_to_container judges it on the destination device as usual,
+ * so no packet is ever judged twice by the same endpoint.
+ */
+static __always_inline int can_deliver(struct __sk_buff *skb, const struct packet *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 l3 = p->family == CIL_FAMILY_IPV4 ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+
+	return p->ttl > 1 && data + ETH_HLEN + l3 <= data_end;
+}
+
+static __always_inline int deliver(struct __sk_buff *skb, const struct packet *p,
+				   const struct endpoint_info *ep)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+
+	if (p->family == CIL_FAMILY_IPV4) {
+		struct iphdr *ip = data + ETH_HLEN;
+		__u32 check;
+
+		if ((void *)(ip + 1) > data_end)
+			return TC_ACT_SHOT;	/* can_deliver() said otherwise: fail closed */
+		/* RFC 1624 incremental update for TTL - 1, as the kernel's ip_decrease_ttl(). */
+		check = ip->check;
+		check += bpf_htons(0x0100);
+		ip->check = (__u16)(check + (check >= 0xFFFF));
+		ip->ttl--;
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return TC_ACT_SHOT;
+		ip6->hop_limit--;
+	}
+	__builtin_memcpy(eth->h_dest, ep->mac, 6);
+	__builtin_memcpy(eth->h_source, ep->node_mac, 6);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* Parse a frame; an unparseable IP packet is decided (dropped, 134) here. */
+static __always_inline int parse(struct __sk_buff *skb, struct packet *p, struct decision *d)
+{
+	int parsed = parse_packet(skb, p);
+
 	if (parsed == PARSE_INVALID) {
 		/* Fail closed before any endpoint is looked up. */
-		d.verdict = CIL_VERDICT_DROP;
-		d.drop_reason = CIL_DROP_INVALID;
-		ret = TC_ACT_SHOT;
-	} else {
-		ret = decide(skb, &p, dir, &d);
+		d->verdict = CIL_VERDICT_DROP;
+		d->drop_reason = CIL_DROP_INVALID;
 	}
-
-	/* Read once per packet; emitting every packet is the diagnostic mode, not the fast one. */
-	mode = event_mode();
-	if (unlikely(mode == CIL_EVENTS_ALL ||
-		     (mode == CIL_EVENTS_DROPS && d.verdict == CIL_VERDICT_DROP)))
-		emit(skb, &p, &d, dir);
-	return ret;
+	return parsed;
 }
 
 SEC("tc")
 int cil_from_container(struct __sk_buff *skb)
 {
-	return handle(skb, CIL_DIR_EGRESS);
+	struct packet p = {};
+	struct decision d = {};
+	const struct endpoint_info *src, *dst;
+	__u32 mode;
+	int ret = TC_ACT_SHOT;
+
+	/* Keep p in memory.  Split into registers by clang, each field needs its own zero on
+	 * every exit path of the parser, mostly spilled to the stack again: a quarter of the
+	 * program's instructions went to that. */
+	asm volatile("" : : "r"(&p) : "memory");
+	switch (parse(skb, &p, &d)) {
+	case PARSE_NOT_IP:
+		return TC_ACT_OK;	/* ARP and other non-IP traffic is not subject to policy */
+	case PARSE_OK:
+		src = endpoint_of(p.saddr, p.family);
+		ret = decide(skb, &p, CIL_DIR_EGRESS, src, &d);
+		break;
+	default:
+		src = NULL;
+	}
+	/* Read once per packet; emitting every packet is the diagnostic mode, not the fast one. */
+	mode = event_mode();
+	if (unlikely(wants_event(mode, &d)))
+		emit(skb, &p, &d, CIL_DIR_EGRESS);
+	if (ret != TC_ACT_OK || !src || !src->ifindex || src->ifindex != skb->ifindex)
+		return ret;
+
+	dst = endpoint_of(p.daddr, p.family);
+	if (!dst || !dst->ifindex || !can_deliver(skb, &p))
+		return TC_ACT_OK;	/* the stack routes it; cil_to_container judges it there */
+	__builtin_memset(&d, 0, sizeof(d));
+	ret = decide(skb, &p, CIL_DIR_INGRESS, dst, &d);
+	if (unlikely(wants_event(mode, &d)))
+		emit(skb, &p, &d, CIL_DIR_INGRESS);
+	if (ret != TC_ACT_OK)
+		return ret;
+	return deliver(skb, &p, dst);
 }
 
 SEC("tc")
 int cil_to_container(struct __sk_buff *skb)
 {
-	return handle(skb, CIL_DIR_INGRESS);
+	struct packet p = {};
+	struct decision d = {};
+	int ret = TC_ACT_SHOT;
+
+	asm volatile("" : : "r"(&p) : "memory");
+	switch (parse(skb, &p, &d)) {
+	case PARSE_NOT_IP:
+		return TC_ACT_OK;
+	case PARSE_OK:
+		ret = decide(skb, &p, CIL_DIR_INGRESS, endpoint_of(p.daddr, p.family), &d);
+		break;
+	default:
+		break;
+	}
+	if (unlikely(wants_event(event_mode(), &d)))
+		emit(skb, &p, &d, CIL_DIR_INGRESS);
+	return ret;
 }

@@ -55,6 +55,7 @@ typedef __u32 __be32;
 /* --- tc return codes --- */
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
+#define TC_ACT_REDIRECT 7
 
 /* --- helpers, by their stable numbers in enum bpf_func_id --- */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
@@ -64,6 +65,9 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to,
 				  __u32 len) = (void *)26;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
+/* Hand the packet to the peer of a veth (the device's other end, in its own namespace) as
+ * if it had arrived there: from tc ingress only, since Linux 5.10. */
+static long (*bpf_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)155;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 
 /* --- the UAPI struct __sk_buff, up to the fields this program may touch --- */

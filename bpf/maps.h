@@ -100,6 +100,11 @@ struct endpoint_info {
 	__u32 identity;		/* the endpoint's own security identity */
 	__u16 endpoint_id;
 	__u16 pad;
+	/* Local delivery (Cilium's BPF host routing): the node-side device of the endpoint's
+	 * veth, 0 when packets to it go through the node's IP stack instead. */
+	__u32 ifindex;
+	__u8 mac[6];		/* the endpoint's own MAC: destination of delivered frames */
+	__u8 node_mac[6];	/* the node side's MAC: their source, as a router would set it */
 };
 
 /* ---- ipcache: LPM prefix -> security identity (miss = world) ---- */

@@ -98,7 +98,14 @@ class EndpointKey(ctypes.Structure):
 
 
 class EndpointInfo(ctypes.Structure):
-    _fields_ = [("identity", _u32), ("endpoint_id", _u16), ("pad", _u16)]
+    _fields_ = [
+        ("identity", _u32),
+        ("endpoint_id", _u16),
+        ("pad", _u16),
+        ("ifindex", _u32),
+        ("mac", _u8 * 6),
+        ("node_mac", _u8 * 6),
+    ]
 
 
 class IpcacheKey(ctypes.Structure):
@@ -260,9 +267,20 @@ def endpoint_key_to_c(addr: IPAddress) -> EndpointKey:
     return EndpointKey(addr=_addr16(addr), family=_family(addr.version))
 
 
-def endpoint_info_to_c(endpoint_id: int, identity: int) -> EndpointInfo:
-    """The ``cil_lxc`` value of a local address."""
-    return EndpointInfo(identity=identity, endpoint_id=endpoint_id)
+def endpoint_info_to_c(endpoint_id: int, identity: int, device: tuple[int, bytes, bytes] | None = None) -> EndpointInfo:
+    """The ``cil_lxc`` value of a local address.
+
+    ``device`` is ``(ifindex, endpoint MAC, node-side MAC)`` of the endpoint's veth when
+    packets to it are delivered by the datapath itself (local delivery); ``None`` leaves
+    them to the node's IP stack.
+    """
+    info = EndpointInfo(identity=identity, endpoint_id=endpoint_id)
+    if device is not None:
+        ifindex, mac, node_mac = device
+        info.ifindex = ifindex
+        info.mac = (_u8 * 6)(*mac)
+        info.node_mac = (_u8 * 6)(*node_mac)
+    return info
 
 
 def ipcache_key_to_c(net: IPNetwork) -> IpcacheKey:

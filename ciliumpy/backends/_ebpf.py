@@ -50,7 +50,7 @@ from . import DatapathUpdate
 from . import _bpfstructs as S
 from . import _libbpf as L
 
-__all__ = ["AuthPairs", "DatapathEvent", "EBPFBackend", "TCAttachment"]
+__all__ = ["AuthPairs", "DatapathEvent", "EBPFBackend", "EndpointDevice", "TCAttachment"]
 
 OBJECT_PATH = Path(__file__).resolve().parent.parent / "bpf" / "ciliumpy.bpf.o"
 PROGRAMS: dict[Direction, bytes] = {
@@ -211,6 +211,27 @@ def build_frame(packet: Packet) -> bytes:
 
 
 # ---------------------------------------------------------------- state mirror
+def _mac_bytes(value: bytes | str) -> bytes:
+    raw = bytes.fromhex(value.replace(":", "")) if isinstance(value, str) else bytes(value)
+    if len(raw) != 6:
+        raise ValueError(f"a MAC address has 6 bytes, got {value!r}")
+    return raw
+
+
+@attrs.frozen
+class EndpointDevice:
+    """Where the datapath delivers an endpoint's packets itself (Cilium's local delivery).
+
+    ``ifindex`` is the node-side end of the endpoint's veth, in the namespace where the
+    programs are attached; ``mac`` the endpoint's own MAC (``"02:00:..."`` or 6 bytes) and
+    ``node_mac`` the node side's, which delivered frames carry as destination and source.
+    """
+
+    ifindex: int = attrs.field(validator=attrs.validators.and_(attrs.validators.ge(1), attrs.validators.le(0xFFFFFFFF)))
+    mac: bytes = attrs.field(converter=_mac_bytes)
+    node_mac: bytes = attrs.field(converter=_mac_bytes)
+
+
 @attrs.define
 class _State:
     """What the maps hold, in model terms; updated exactly as the simulator updates itself."""
@@ -221,11 +242,14 @@ class _State:
     # endpoint id -> {policy_key bytes: policy_entry bytes}: kept encoded so a change costs
     # O(change) in Python, not O(table)
     policy: dict[int, dict[bytes, bytes]] = attrs.Factory(dict)
+    # endpoint id -> its device, for local delivery; set by whoever wires the endpoints up
+    # (ciliumpy.lab), not by policy updates, so it outlives an endpoint's removal
+    devices: dict[int, EndpointDevice] = attrs.Factory(dict)
 
     def applied(self, update: DatapathUpdate, encode: _Encoder) -> tuple[_State, _Touched]:
         """The state after ``update`` (same order of operations as the simulator) and what
         it may have changed.  Copy-on-write: untouched policy tables are shared."""
-        new = _State(dict(self.endpoints), dict(self.by_ip), dict(self.ipcache), dict(self.policy))
+        new = _State(dict(self.endpoints), dict(self.by_ip), dict(self.ipcache), dict(self.policy), self.devices)
         touched = _Touched()
         for ep_id in update.endpoints_delete:
             rec = new.endpoints.pop(ep_id, None)
@@ -773,6 +797,51 @@ class EBPFBackend:
         except KeyError:
             raise KeyError(f"no map named {name!r}") from None
 
+    @property
+    def endpoint_devices(self) -> Mapping[int, EndpointDevice]:
+        """The devices set with :meth:`set_endpoint_device`, by endpoint id."""
+        return dict(self._state.devices)
+
+    def set_endpoint_device(self, endpoint_id: int, device: EndpointDevice | None) -> None:
+        """Deliver packets for ``endpoint_id`` straight to ``device`` (``None``: through the stack).
+
+        With a device, ``cil_from_container`` of another endpoint with a device enforces this
+        endpoint's ingress policy itself and hands the packet to the veth's peer with
+        ``bpf_redirect_peer`` (Cilium's local delivery with BPF host routing); see
+        docs/ebpf.md.  Only packets that arrive on the source endpoint's own device take
+        that path, so :meth:`evaluate` and :meth:`test_run` are not affected.  The setting
+        is kept across policy updates and applies when the endpoint appears.
+        """
+        self._live_obj()
+        if not 1 <= endpoint_id <= MAX_ENDPOINT_ID:
+            raise ValueError(f"endpoint id must be within 1..{MAX_ENDPOINT_ID}, got {endpoint_id}")
+        old = self._state
+        devices = dict(old.devices)
+        if device is None:
+            devices.pop(endpoint_id, None)
+        else:
+            devices[endpoint_id] = device
+        if devices == old.devices:
+            return
+        new = attrs.evolve(old, devices=devices)
+        rec = old.endpoints.get(endpoint_id)
+        ips = {ip for ip in rec.ips if old.by_ip.get(ip) == endpoint_id} if rec is not None else set()
+        journal = _Journal()
+        try:
+            _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
+                _endpoint_bytes(old, ips), _endpoint_bytes(new, ips), journal
+            )
+        except BaseException as exc:
+            failures = journal.rollback()
+            if failures:
+                raise BPFError(
+                    errno_mod.EIO,
+                    f"setting a device failed ({exc}) and rollback failed too ({failures[0]})",
+                    function="set_endpoint_device",
+                ) from exc
+            raise
+        self._state = new
+
     def origins_of_cookie(self, cookie: int) -> frozenset[RuleOrigin]:
         """The rule origins of the policy entries tagged with ``cookie`` in flow events."""
         return self._origins[cookie]
@@ -1064,7 +1133,10 @@ def _endpoint_bytes(state: _State, ips: set[IPAddress]) -> dict[bytes, bytes]:
     for ip in ips:
         ep_id = state.by_ip.get(ip)
         if ep_id is not None:
-            info = S.endpoint_info_to_c(ep_id, state.endpoints[ep_id].identity)
+            dev = state.devices.get(ep_id)
+            info = S.endpoint_info_to_c(
+                ep_id, state.endpoints[ep_id].identity, None if dev is None else (dev.ifindex, dev.mac, dev.node_mac)
+            )
             out[bytes(S.endpoint_key_to_c(ip))] = bytes(info)
     return out
 

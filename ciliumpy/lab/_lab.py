@@ -6,6 +6,12 @@ Topology (one node, as Cilium wires pods on a node)::
                                                  ^ tc ingress: cil_from_container
                                                  ^ tc egress:  cil_to_container
 
+With local delivery (the default, Cilium's BPF host routing), a packet between two
+endpoints does not take the node's routing: cil_from_container enforces the source's
+egress and the destination's ingress policy and hands the packet to the destination's
+``eth0`` with ``bpf_redirect_peer``.  Traffic from or to the node itself is routed, and
+cil_to_container judges what the node sends to an endpoint.
+
 The node namespace owns the cluster's host addresses (``10.0.0.1``, ``fd00:10::1``) on its
 loopback and routes between the ``lxc`` devices, one ``/32``/``/128`` route per pod
 address; each pod routes everything through the host address as its gateway.  Neighbour
@@ -30,7 +36,7 @@ import attrs
 from .._cluster import HOST_IP_V4, HOST_IP_V6, Cluster
 from .._datapath import Action, Direction, DropReason, IPAddress, Protocol
 from ..backends import _libbpf as L
-from ..backends._ebpf import DatapathEvent, EBPFBackend
+from ..backends._ebpf import DatapathEvent, EBPFBackend, EndpointDevice
 from ..exceptions import BPFError, LabError, UnknownEndpointError
 from . import _netns
 from ._netns import NetNS
@@ -226,7 +232,11 @@ class Lab:
     Each endpoint gets a network namespace of its own (named ``ciliumpy-<pid>-<token>-ep<id>``)
     with its model addresses on ``eth0``; a node namespace routes between them, and the
     programs of ``cluster.backend`` sit on the node side of every veth: from-container on
-    tc ingress, to-container on tc egress.  Policy changes reach the kernel maps as soon as
+    tc ingress, to-container on tc egress.  With ``local_delivery`` (the default) packets
+    between endpoints are delivered by from-container itself, which enforces both
+    endpoints' policies, as Cilium does with BPF host routing; ``local_delivery=False``
+    routes them through the node namespace, where to-container judges them on the
+    destination's veth (Cilium's legacy host routing).  Policy changes reach the kernel maps as soon as
     ``cluster.apply()`` returns, so the next :meth:`connect` sees them; endpoints added or
     removed in the cluster are plugged in or out by :meth:`sync`, which :meth:`connect` runs
     first.
@@ -238,7 +248,9 @@ class Lab:
     processes.  Needs root, ``ip`` (iproute2) and a loaded :class:`EBPFBackend`.
     """
 
-    def __init__(self, cluster: Cluster, *, attach: bool = True, ipv6: bool = True) -> None:
+    def __init__(
+        self, cluster: Cluster, *, attach: bool = True, ipv6: bool = True, local_delivery: bool = True
+    ) -> None:
         backend = cluster.backend
         if not isinstance(backend, EBPFBackend):
             raise TypeError(f"Lab needs a cluster on the eBPF backend, got {type(backend).__name__}")
@@ -247,6 +259,7 @@ class Lab:
         self.cluster = cluster
         self.backend: EBPFBackend = backend
         self.ipv6 = ipv6
+        self.local_delivery = local_delivery
         self.token = _netns.new_token()
         self._attached = attach
         self._res = _Resources()
@@ -332,7 +345,9 @@ class Lab:
         }
         ports = self._res.ports
         for ref in [r for r, p in ports.items() if wanted.get(r) != p.wiring]:
-            self._res.drop_port(ports.pop(ref))
+            port = ports.pop(ref)
+            self._forget_device(port)
+            self._res.drop_port(port)
         for ref, wiring in wanted.items():
             if ref not in ports:
                 self._plug(ref, wiring)
@@ -369,8 +384,18 @@ class Lab:
                 f"neighbour replace {gateway} lladdr {host_mac} dev eth0 nud permanent",
             ]
         pod.ip(batch=pod_batch)
+        if self.local_delivery:
+            ifindex = node.call(lambda: socket.if_nametoindex(port.host_if))
+            self.backend.set_endpoint_device(ep_id, EndpointDevice(ifindex, pod_mac, host_mac))
         if self._attached:
             self._attach_port(port)
+
+    def _forget_device(self, port: _Port) -> None:
+        """Stop delivering to ``port``'s veth (unless another wiring took the id since)."""
+        backend = self.backend
+        ep_id = port.wiring.endpoint_id
+        if self.local_delivery and not backend.closed and ep_id in backend.endpoint_devices:
+            backend.set_endpoint_device(ep_id, None)
 
     # -- datapath programs ---------------------------------------------------------------
     @property
@@ -480,6 +505,10 @@ class Lab:
     def close(self) -> None:
         """Remove every namespace and link of the lab; idempotent."""
         self._finalizer.detach()
+        if not self._res.released:
+            for port in self._res.ports.values():
+                with contextlib.suppress(BPFError):
+                    self._forget_device(port)
         self._res.release()
 
     def __enter__(self) -> Lab:

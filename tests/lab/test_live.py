@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ciliumpy import Action, Cluster, CTState, Direction, DropReason
+from ciliumpy import Action, Cluster, CTState, Direction, DropReason, Packet
+from ciliumpy.backends._ebpf import EBPFBackend, build_frame
 from ciliumpy.lab import HOST, Lab, LiveResult
 
 pytestmark = pytest.mark.usefixtures("ebpf_available")
@@ -76,6 +80,14 @@ def lab(cluster: Cluster) -> Any:
         yield lab
 
 
+@pytest.fixture(params=[True, False], ids=["local-delivery", "stack-routing"])
+def any_lab(request: pytest.FixtureRequest, cluster: Cluster) -> Any:
+    """A lab in each of the two ways packets between endpoints can travel."""
+    with Lab(cluster, local_delivery=request.param) as lab:
+        assert lab.local_delivery is request.param
+        yield lab
+
+
 def _netns_names() -> set[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     return {line.split()[0] for line in out.splitlines() if line.strip()}
@@ -114,7 +126,8 @@ CASES = [
 ]
 
 
-def test_live_verdicts_equal_check(cluster: Cluster, lab: Lab) -> None:
+def test_live_verdicts_equal_check(cluster: Cluster, any_lab: Lab) -> None:
+    lab = any_lab
     mismatches = []
     for src, dst, port, proto, family, expected in CASES:
         live = _live(lab, src, dst, port, proto, family, expected)
@@ -167,8 +180,9 @@ def test_policy_change_flips_verdict_live(cluster: Cluster, lab: Lab) -> None:
 
 @pytest.mark.parametrize("proto,port", [("TCP", 5432), ("UDP", 53), ("ICMP", None)])
 def test_replies_pass_on_conntrack_while_reverse_is_denied(
-    cluster: Cluster, lab: Lab, proto: str, port: int | None
+    cluster: Cluster, any_lab: Lab, proto: str, port: int | None
 ) -> None:
+    lab = any_lab
     forward = lab.connect("prod/web", "prod/db", port, proto)
     assert forward.allowed, forward.explain()
     db_id = cluster.endpoint_id("prod/db")
@@ -327,3 +341,108 @@ def test_command_and_socket_run_inside_the_endpoint_namespace(lab: Lab) -> None:
         sock.bind(("10.244.1.10", 0))  # only this namespace owns the address
     with socket.socket() as root_sock, pytest.raises(OSError):
         root_sock.bind(("10.244.1.10", 0))
+
+
+# ---------------------------------------------------------------- local delivery
+_IP_RECVTTL = 12  # <linux/in.h>; Python's socket module does not export it
+_IP_TTL_CMSG = 2
+_IPV6_HOPLIMIT_CMSG = 52
+
+
+def _node_forwarded(lab: Lab) -> int:
+    """Datagrams the node namespace's IP stack forwarded, IPv4 plus IPv6 (kernel SNMP counters)."""
+
+    def read() -> int:
+        # thread-self: this worker thread's namespace (/proc/net is the process leader's)
+        snmp = Path("/proc/thread-self/net/snmp").read_text().splitlines()
+        names, values = (line.split()[1:] for line in snmp if line.startswith("Ip:"))
+        v4 = int(values[names.index("ForwDatagrams")])
+        snmp6 = dict(line.split() for line in Path("/proc/thread-self/net/snmp6").read_text().splitlines())
+        return v4 + int(snmp6["Ip6OutForwDatagrams"])
+
+    return lab.node.call(read)
+
+
+def _udp_arrival(lab: Lab, src: str, dst: str, family: int, ttl: int = 64) -> int | None:
+    """Send one UDP datagram with ``ttl``; the TTL / hop limit it arrived with (None: lost)."""
+    src_ip, dst_ip = next(
+        (a, b) for a in lab.addresses(src) for b in lab.addresses(dst) if a.version == b.version == family
+    )
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    with lab.socket(dst, af, socket.SOCK_DGRAM) as server, lab.socket(src, af, socket.SOCK_DGRAM) as client:
+        if family == 4:
+            server.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
+            client.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+        else:
+            server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+            client.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+        server.bind((str(dst_ip), 0))
+        server.settimeout(DENIED_TIMEOUT)
+        client.bind((str(src_ip), 0))
+        client.sendto(b"ttl", (str(dst_ip), server.getsockname()[1]))
+        try:
+            _, ancillary, _, _ = server.recvmsg(16, socket.CMSG_SPACE(4))
+        except TimeoutError:
+            return None
+    for level, kind, data in ancillary:
+        if (level, kind) in ((socket.IPPROTO_IP, _IP_TTL_CMSG), (socket.IPPROTO_IPV6, _IPV6_HOPLIMIT_CMSG)):
+            return int.from_bytes(data[:4], sys.byteorder)
+    raise AssertionError(f"no TTL in {ancillary!r}")
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_local_delivery_skips_the_node_stack_and_enforces_both_sides(any_lab: Lab, family: int) -> None:
+    lab = any_lab
+    before = _node_forwarded(lab)
+    live = lab.connect("prod/web", "prod/db", 53, "UDP", family=family)
+    assert live.allowed, live.explain()
+    forwarded = _node_forwarded(lab) - before
+    # Request and answer each judged once per side: egress of the sender, ingress of the receiver.
+    hooks = sorted((e.endpoint_id, e.direction.name, e.ct_state.name) for e in live.events)
+    web, db = lab.cluster.endpoint_id("prod/web"), lab.cluster.endpoint_id("prod/db")
+    assert hooks == sorted(
+        [(web, "EGRESS", "NEW"), (db, "INGRESS", "NEW"), (db, "EGRESS", "REPLY"), (web, "INGRESS", "REPLY")]
+    ), live.explain()
+    if lab.local_delivery:
+        assert forwarded == 0, "the node's IP stack forwarded packets the datapath should have delivered"
+    else:
+        assert forwarded >= 2
+    # Either way the receiver sees one router hop, and a packet that cannot take one more
+    # is not delivered by the datapath: the stack drops it (ICMP time exceeded).
+    assert _udp_arrival(lab, "prod/other", "prod/web", family) == 63
+    assert _udp_arrival(lab, "prod/other", "prod/web", family, ttl=2) == 1
+    assert _udp_arrival(lab, "prod/other", "prod/web", family, ttl=1) is None
+
+
+def test_local_delivery_drops_on_the_destination_policy(cluster: Cluster, lab: Lab) -> None:
+    before = _node_forwarded(lab)
+    denied = lab.connect("prod/other", "prod/db", 53, "UDP", timeout=DENIED_TIMEOUT)
+    assert not denied.allowed and not denied.reached, denied.explain()
+    # The source's egress allowed it; the destination's ingress, run by the same program, did not.
+    assert [(e.direction, e.action) for e in denied.events] == [
+        (Direction.EGRESS, Action.ALLOW),
+        (Direction.INGRESS, Action.DROP),
+    ], denied.explain()
+    assert denied.drop_reason == DropReason.POLICY_DENIED
+    assert _node_forwarded(lab) == before
+
+
+def test_devices_follow_the_lab(cluster: Cluster) -> None:
+    backend = cluster.backend
+    assert isinstance(backend, EBPFBackend)
+    with Lab(cluster) as lab:
+        devices = backend.endpoint_devices
+        assert set(devices) == {cluster.endpoint_id(ref) for ref in ENDPOINTS}
+        web = devices[cluster.endpoint_id("prod/web")]
+        assert web.ifindex == lab.node.call(lambda: socket.if_nametoindex(lab.interface("prod/web")))
+        # Test runs are not live packets on an endpoint's device: each hook keeps its scope.
+        frame = build_frame(Packet(src="10.244.1.10", dst="10.244.1.11", dport=5432))
+        retval, events = backend.test_run(frame, Direction.EGRESS)
+        assert retval == 0 and [e.direction for e in events] == [Direction.EGRESS]
+        assert cluster.check("prod/web", "prod/db", 5432).allowed
+        cluster.remove_endpoint("prod/other")
+        lab.sync()
+        assert cluster.endpoint_id("prod/web") in backend.endpoint_devices
+    assert backend.endpoint_devices == {}
+    with Lab(cluster, local_delivery=False):
+        assert backend.endpoint_devices == {}
