@@ -663,7 +663,7 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 		struct auth_key ak = {};
 		struct auth_info *ai;
 
-		ak.local_id = d->endpoint_id;
+		ak.local_id = d->local_identity;
 		ak.remote_id = d->remote_identity;
 		ak.auth_type = auth;
 		ai = bpf_map_lookup_elem(&cil_auth, &ak);

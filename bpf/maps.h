@@ -156,7 +156,7 @@ struct ct_entry {
 
 /* ---- authentication: (endpoint, remote identity, auth type) pairs ---- */
 struct auth_key {
-	__u32 local_id;		/* endpoint id (ciliumpy keys auth by endpoint, see docs/ebpf.md) */
+	__u32 local_id;		/* the local endpoint's security identity (Cilium's local_sec_label) */
 	__u32 remote_id;	/* remote security identity */
 	__u16 remote_node_id;	/* always 0 (local node) */
 	__u8 auth_type;

@@ -120,7 +120,8 @@ def test_an_authenticated_pair_passes_on_both_backends(datapath: SharedDatapath)
         }
     )
     assert c.check("a/bar", "a/foo", 80).drop_reason.value == 189
-    c.backend.auth_pairs.add((c.endpoint_id("a/foo"), c.identity_of("a/bar").id, 1))  # on both backends
+    # Keyed by the two security identities, as Cilium's auth map (on both backends)
+    c.backend.auth_pairs.add((c.identity_of("a/foo").id, c.identity_of("a/bar").id, 1))
     v = c.check("a/bar", "a/foo", 80)
     assert v.verdict == "FORWARDED" and v.egress is not None and v.ingress is not None
     assert v.ingress.result.auth_type == 1

@@ -377,13 +377,13 @@ def _one_example(datapath: SharedDatapath, data: st.DataObject, tally: _Tally) -
 
 
 def _compare_traffic(sim: Cluster, ebpf: Cluster, spec: ClusterSpec, data: st.DataObject, tally: _Tally) -> None:
-    # Authenticated (endpoint, peer identity) pairs, the same in both datapaths.
-    ep_ids = [sim.endpoint_id(ref) for ref in sorted(sim.endpoints)]
-    idents = sorted({sim.identity_of(ref).id for ref in sim.endpoints} | {2})
-    pairs = data.draw(st.sets(st.tuples(st.sampled_from(ep_ids), st.sampled_from(idents)), max_size=2), label="auth")
-    for ep_id, ident in pairs:
-        sim.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
-        ebpf.backend.auth_pairs.add((ep_id, ident, 1))  # type: ignore[attr-defined]
+    # Authenticated (local identity, peer identity) pairs, the same in both datapaths.
+    local = sorted({sim.identity_of(ref).id for ref in sim.endpoints})
+    idents = sorted({*local, 2})
+    pairs = data.draw(st.sets(st.tuples(st.sampled_from(local), st.sampled_from(idents)), max_size=2), label="auth")
+    for local_id, ident in pairs:
+        sim.backend.auth_pairs.add((local_id, ident, 1))  # type: ignore[attr-defined]
+        ebpf.backend.auth_pairs.add((local_id, ident, 1))  # type: ignore[attr-defined]
 
     # Name lookups through the cluster DNS (and the DNS proxy): learned addresses get identities.
     if KUBE_DNS.ref in sim.endpoints:

@@ -358,6 +358,6 @@ def event_key(ev: FlowEvent) -> MapStateKey | None:
     )
 
 
-def auth_key_to_c(endpoint_id: int, remote_identity: int, auth_type: int) -> AuthKey:
-    """The ``cil_auth`` key of an authenticated (endpoint, remote identity, type) triple."""
-    return AuthKey(local_id=endpoint_id, remote_id=remote_identity, auth_type=auth_type)
+def auth_key_to_c(local_identity: int, remote_identity: int, auth_type: int) -> AuthKey:
+    """The ``cil_auth`` key of an authenticated (local identity, remote identity, type) triple."""
+    return AuthKey(local_id=local_identity, remote_id=remote_identity, auth_type=auth_type)

@@ -265,7 +265,8 @@ class _State:
             if old is not None:
                 touched.ips.update(old.ips)
                 for ip in old.ips:
-                    new.by_ip.pop(ip, None)
+                    if new.by_ip.get(ip) == ep_id:  # not an address another endpoint took over
+                        del new.by_ip[ip]
             new.endpoints[ep_id] = rec
             touched.ips.update(rec.ips)
             for ip in rec.ips:
@@ -448,7 +449,10 @@ class _MapContents:
 
 # ---------------------------------------------------------------- auth pairs
 class AuthPairs(MutableSet[tuple[int, int, int]]):
-    """``(endpoint_id, remote_identity, auth_type)`` pairs that passed authentication.
+    """``(local_identity, remote_identity, auth_type)`` pairs that passed authentication.
+
+    Keyed like Cilium's ``cilium_auth_map``: by the security identities of both sides (and
+    the auth type), so one authenticated pair covers every endpoint of the local identity.
 
     Behaves like :attr:`SimulatorBackend.auth_pairs` (a set) and writes through to the
     ``cil_auth`` map, so code written for the simulator works unchanged.
@@ -469,15 +473,15 @@ class AuthPairs(MutableSet[tuple[int, int, int]]):
 
     def add(self, value: tuple[int, int, int], *, expiration_ns: int = 0) -> None:
         """Record a pair; ``expiration_ns`` is a CLOCK_MONOTONIC deadline (0 = never)."""
-        ep_id, remote, auth = value
-        key = S.auth_key_to_c(ep_id, remote, auth)
+        local, remote, auth = value
+        key = S.auth_key_to_c(local, remote, auth)
         L.map_update(self._fd_of(), key, S.AuthInfo(expiration=expiration_ns))
-        self._pairs.add((ep_id, remote, auth))
+        self._pairs.add((local, remote, auth))
 
     def discard(self, value: tuple[int, int, int]) -> None:
-        ep_id, remote, auth = value
-        L.map_delete(self._fd_of(), S.auth_key_to_c(ep_id, remote, auth))
-        self._pairs.discard((ep_id, remote, auth))
+        local, remote, auth = value
+        L.map_delete(self._fd_of(), S.auth_key_to_c(local, remote, auth))
+        self._pairs.discard((local, remote, auth))
 
 
 # ---------------------------------------------------------------- network namespaces
@@ -781,7 +785,7 @@ class EBPFBackend:
 
     @property
     def auth_pairs(self) -> AuthPairs:
-        """Authenticated ``(endpoint_id, remote_identity, auth_type)`` triples."""
+        """Authenticated ``(local_identity, remote_identity, auth_type)`` triples (Cilium's auth map key)."""
         return self._auth
 
     @property

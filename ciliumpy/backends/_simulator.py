@@ -170,6 +170,7 @@ class SimulatorBackend:
         self._policy: dict[int, _PolicyTable] = {}
         self._ct: dict[int, dict[_CTKey, Direction]] = defaultdict(dict)
         self._counters: dict[int, dict[MapStateKey, list[int]]] = defaultdict(dict)
+        # (local security identity, remote security identity, auth type): Cilium's auth map key
         self.auth_pairs: set[tuple[int, int, int]] = set()
         self._closed = False
 
@@ -201,7 +202,9 @@ class SimulatorBackend:
             old = self._endpoints.get(ep_id)
             if old is not None:
                 for ip in old.ips:
-                    self._by_ip.pop(_addr_key(ip), None)
+                    # Only its own: an address another endpoint took over stays with that one.
+                    if self._by_ip.get(_addr_key(ip)) == ep_id:
+                        del self._by_ip[_addr_key(ip)]
             self._endpoints[ep_id] = rec
             for ip in rec.ips:
                 self._by_ip[_addr_key(ip)] = ep_id
@@ -320,7 +323,7 @@ class SimulatorBackend:
             and other[1].auth_type > auth
         ):
             auth = other[1].auth_type
-        if auth and (ep_id, remote_id, auth) not in self.auth_pairs:
+        if auth and (self._endpoints[ep_id].identity, remote_id, auth) not in self.auth_pairs:
             return DatapathResult(
                 direction=direction,
                 action=Action.DROP,

@@ -156,3 +156,25 @@ def test_replace_delete_and_endpoint_removal_follow_the_simulator(
         backend.apply(update)
         sim.apply(update)
         assert results(backend) == results(sim)
+
+
+def test_an_address_taken_over_in_the_same_update_stays_with_its_new_owner(
+    small: tuple[EBPFBackend, SimulatorBackend],
+) -> None:
+    backend, sim = small
+    # ep2 takes 10.0.0.1 from ep1, and ep1 (upserted after it) moves to 10.0.0.9: removing
+    # ep1's old addresses must not take 10.0.0.1 away from ep2.
+    update = DatapathUpdate(
+        endpoints_upsert={
+            2: EndpointRecord(endpoint_id=2, identity=102, ips=(addr("10.0.0.1"), addr("fd00::2"))),
+            1: EndpointRecord(endpoint_id=1, identity=101, ips=(addr("10.0.0.9"),)),
+        }
+    )
+    backend.apply(update)
+    sim.apply(update)
+    probe = Packet(src="10.1.9.9", dst="10.0.0.1", dport=22)
+    for dp in (backend, sim):
+        dp.reset_conntrack()
+        assert dp.evaluate(probe, ING).endpoint_id == 2
+        assert dp.evaluate(Packet(src="10.1.9.9", dst="10.0.0.9", dport=80), ING).endpoint_id == 1
+    assert results(backend) == results(sim)

@@ -257,7 +257,8 @@ def test_ebpf_matches_simulator(harness: _Harness) -> None:
         known = _Seen()
         auth = data.draw(
             st.sets(
-                st.tuples(st.sampled_from(EP_IDS), st.sampled_from(IDENTITIES), st.sampled_from((1, 2))),
+                # (local identity, remote identity, auth type), Cilium's auth map key
+                st.tuples(st.sampled_from(IDENTITIES), st.sampled_from(IDENTITIES), st.sampled_from((1, 2))),
                 max_size=4,
             ),
             label="auth_pairs",

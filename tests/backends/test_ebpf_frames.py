@@ -338,19 +338,19 @@ def test_auth_pair_expiry_is_enforced(dp: EBPFBackend) -> None:
     dp.apply(DatapathUpdate(policy_upsert={7: {key: PolicyEntry(auth_type=1, explicit_auth=True)}}))
     packet = Packet(src=PEER4, dst=EP4, dport=22)
     assert dp.evaluate(packet, ING).drop_reason == DropReason.AUTH_REQUIRED
-    dp.auth_pairs.add((7, 300, 1))
+    dp.auth_pairs.add((1007, 300, 1))
     assert dp.evaluate(packet, ING).action == Action.ALLOW
     dp.reset_conntrack()
     expired = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - 1
-    dp.auth_pairs.add((7, 300, 1), expiration_ns=expired)
+    dp.auth_pairs.add((1007, 300, 1), expiration_ns=expired)
     result = dp.evaluate(packet, ING)
     assert (result.action, result.drop_reason, result.auth_type) == (
         Action.DROP,
         DropReason.AUTH_REQUIRED,
         1,
     )
-    dp.auth_pairs.discard((7, 300, 1))
-    assert (7, 300, 1) not in dp.auth_pairs
+    dp.auth_pairs.discard((1007, 300, 1))
+    assert (1007, 300, 1) not in dp.auth_pairs
 
 
 def test_byte_counters_count_the_frame(dp: EBPFBackend) -> None:
