@@ -406,6 +406,26 @@ class _Journal:
         return failures
 
 
+@contextlib.contextmanager
+def _all_or_nothing(what: str, function: str) -> Iterator[_Journal]:
+    """A journal for map writes: any exception inside rolls them back, then propagates.
+
+    When the rollback itself fails the maps are in an unknown state, and the error says so.
+    """
+    journal = _Journal()
+    try:
+        yield journal
+    except BaseException as exc:
+        failures = journal.rollback()
+        if failures:
+            raise BPFError(
+                errno_mod.EIO,
+                f"{what} failed ({exc}) and rollback failed too ({failures[0]}); close and reload the backend",
+                function=function,
+            ) from exc
+        raise
+
+
 class _MapContents:
     """Key/value bytes of a hash or LPM map, diffed and written in batches."""
 
@@ -830,20 +850,10 @@ class EBPFBackend:
         new = attrs.evolve(old, devices=devices)
         rec = old.endpoints.get(endpoint_id)
         ips = {ip for ip in rec.ips if old.by_ip.get(ip) == endpoint_id} if rec is not None else set()
-        journal = _Journal()
-        try:
+        with _all_or_nothing("setting a device", "set_endpoint_device") as journal:
             _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
                 _endpoint_bytes(old, ips), _endpoint_bytes(new, ips), journal
             )
-        except BaseException as exc:
-            failures = journal.rollback()
-            if failures:
-                raise BPFError(
-                    errno_mod.EIO,
-                    f"setting a device failed ({exc}) and rollback failed too ({failures[0]})",
-                    function="set_endpoint_device",
-                ) from exc
-            raise
         self._state = new
 
     def origins_of_cookie(self, cookie: int) -> frozenset[RuleOrigin]:
@@ -871,39 +881,30 @@ class EBPFBackend:
         new, touched = old.applied(update, self._encode_entry)
         staged: dict[int, L.OwnedFd] = {}
         previous: dict[int, L.OwnedFd | None] = {}
-        journal = _Journal()
         try:
-            for ep_id in sorted(touched.policy):
-                table = new.policy.get(ep_id)
-                if table is not None and table != old.policy.get(ep_id):
-                    staged[ep_id] = self._build_policy_map(ep_id, table)
-            removed = [ep for ep in sorted(touched.policy) if ep in old.policy and ep not in new.policy]
-            outer = self._fd(b"cil_policy")
-            for ep_id in [*staged, *removed]:
-                previous[ep_id] = self._inner_map_fd(ep_id)
-            # One batch per direction: the kernel waits an RCU grace period per syscall on
-            # map-in-map writes (~5 ms measured), so per-endpoint calls would add up.
-            if staged:
-                journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
-                L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
-            _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
-                _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
-            )
-            _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
-                _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
-            )
-            if removed:
-                journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
-                L.map_delete_batch(outer, _u32_array(removed))
-        except BaseException as exc:
-            failures = journal.rollback()
-            if failures:
-                raise BPFError(
-                    errno_mod.EIO,
-                    f"apply failed ({exc}) and rollback failed too ({failures[0]}); close and reload the backend",
-                    function="apply",
-                ) from exc
-            raise
+            with _all_or_nothing("apply", "apply") as journal:
+                for ep_id in sorted(touched.policy):
+                    table = new.policy.get(ep_id)
+                    if table is not None and table != old.policy.get(ep_id):
+                        staged[ep_id] = self._build_policy_map(ep_id, table)
+                removed = [ep for ep in sorted(touched.policy) if ep in old.policy and ep not in new.policy]
+                outer = self._fd(b"cil_policy")
+                for ep_id in [*staged, *removed]:
+                    previous[ep_id] = self._inner_map_fd(ep_id)
+                # One batch per direction: the kernel waits an RCU grace period per syscall on
+                # map-in-map writes (~5 ms measured), so per-endpoint calls would add up.
+                if staged:
+                    journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
+                    L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
+                _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
+                    _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
+                )
+                _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
+                    _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
+                )
+                if removed:
+                    journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
+                    L.map_delete_batch(outer, _u32_array(removed))
         finally:
             for owned in [*staged.values(), *previous.values()]:
                 if owned is not None:
