@@ -7,7 +7,7 @@ Ethernet frame and running the hook's program with ``BPF_PROG_TEST_RUN``; the ve
 back as a ring-buffer flow event.  The semantics are those of
 :class:`~ciliumpy.backends._simulator.SimulatorBackend`; tests/backends checks both agree.
 
-Needs root (CAP_BPF + CAP_NET_ADMIN), ``libbpf.so.1`` and a kernel >= 5.8.  See
+Needs root (CAP_BPF + CAP_NET_ADMIN), ``libbpf.so.1`` and a kernel >= 5.10.  See
 docs/ebpf.md for the design.
 """
 
@@ -695,8 +695,12 @@ class EBPFBackend:
                 "(run as root, or `setcap cap_bpf,cap_net_admin+ep` on the interpreter)"
             )
         release = _kernel_version()
-        if release < (5, 8):
-            missing.append(f"kernel {'.'.join(map(str, release))} is too old: the ring buffer needs Linux >= 5.8")
+        if release < (5, 10):
+            version = ".".join(map(str, release))
+            missing.append(
+                f"kernel {version} is too old: the datapath needs Linux >= 5.10 "
+                "(ring buffer 5.8, bpf_redirect_peer 5.10)"
+            )
         if not OBJECT_PATH.exists():
             missing.append(
                 f"{OBJECT_PATH} is missing: build it with `python bpf/build.py` (needs clang) or reinstall ciliumpy"
