@@ -186,7 +186,7 @@ def test_probe_explains_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None
     message = str(info.value)
     assert "CAP_BPF" in message
     assert "apt-get install libbpf1" in message
-    assert "Linux >= 5.8" in message
+    assert "Linux >= 5.10" in message
 
 
 # ---------------------------------------------------------------- live attachment
