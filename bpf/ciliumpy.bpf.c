@@ -159,10 +159,19 @@ enum parse_result {
 	PARSE_RETRY,	/* direct pass only: a header is not (all) in the linear area */
 };
 
-static __always_inline int is_icmp(__u8 protocol)
+/* ICMP of the packet's own family: ICMP in IPv4, ICMPv6 in IPv6.  Only these have their
+ * type as policy port and the echo identifier in conntrack; the other family's protocol
+ * number is just an IP protocol without ports (Cilium's ct_lookup4/ct_lookup6). */
+static __always_inline int is_icmp(__u8 family, __u8 protocol)
 {
-	/* The type is the policy port for both; the simulator does not tie them to a family. */
-	return protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
+	return family == CIL_FAMILY_IPV4 ? protocol == IPPROTO_ICMP : protocol == IPPROTO_ICMPV6;
+}
+
+/* The protocols Cilium's conntrack tracks (SCTP as with enable-sctp). */
+static __always_inline int is_known_l4(const struct packet *p)
+{
+	return p->protocol == IPPROTO_TCP || p->protocol == IPPROTO_UDP ||
+	       p->protocol == IPPROTO_SCTP || is_icmp(p->family, p->protocol);
 }
 
 /*
@@ -246,6 +255,8 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
+		if (!is_icmp(p->family, p->protocol))
+			return PARSE_OK;	/* the other family's ICMP: no ports */
 		icmp = header(f, off, sizeof(*icmp), &buf.icmp);
 		if (!icmp)
 			return missing(f, PARSE_INVALID);
@@ -454,13 +465,14 @@ static __always_inline __u8 match_type(int l3, __u8 lpm)
 static __always_inline void ct_fill(struct ct_key *k, const struct packet *p, __u16 ep,
 				    int reverse)
 {
-	__u16 sport = p->sport, dport = is_icmp(p->protocol) ? 0 : p->dport;
+	int icmp = is_icmp(p->family, p->protocol);
+	__u16 sport = p->sport, dport = icmp ? 0 : p->dport;
 
 	if (reverse) {
 		__builtin_memcpy(k->saddr, p->daddr, 16);
 		__builtin_memcpy(k->daddr, p->saddr, 16);
 		/* ICMP keeps the identifier in place: a reply carries the request's id. */
-		if (!is_icmp(p->protocol)) {
+		if (!icmp) {
 			sport = p->dport;
 			dport = p->sport;
 		}
@@ -502,10 +514,16 @@ static __always_inline void account(const struct decision *d, __u8 dir, __u8 pro
 	val->bytes += len;
 }
 
-static __always_inline __u32 event_mode(void)
+static __always_inline const struct cil_config *config(void)
 {
 	__u32 zero = 0;
-	struct cil_config *cfg = bpf_map_lookup_elem(&cil_config, &zero);
+
+	return bpf_map_lookup_elem(&cil_config, &zero);
+}
+
+static __always_inline __u32 event_mode(void)
+{
+	const struct cil_config *cfg = config();
 
 	return cfg ? cfg->event_mode : CIL_EVENTS_ALL;
 }
@@ -580,6 +598,18 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 	d->local_identity = ep->identity;
 	d->remote_identity = ipcache_identity(dir == CIL_DIR_EGRESS ? p->daddr : p->saddr,
 					      p->family);
+
+	/* Conntrack knows TCP, UDP, SCTP and the family's ICMP; anything else is dropped
+	 * before policy unless extended IP protocols are enabled (config read only here). */
+	if (unlikely(!is_known_l4(p))) {
+		const struct cil_config *cfg = config();
+
+		if (!cfg || !cfg->extended_ip_protocols) {
+			d->verdict = CIL_VERDICT_DROP;
+			d->drop_reason = CIL_DROP_CT_UNKNOWN_PROTO;
+			return TC_ACT_SHOT;
+		}
+	}
 
 	/* Conntrack: same-direction tuple = established (policy re-checked), reverse tuple
 	 * created by the other hook = reply (passes without policy).  An established flow

@@ -21,6 +21,7 @@ enum cil_drop_reason {
 	CIL_DROP_NONE = 0,
 	CIL_DROP_POLICY = 133,
 	CIL_DROP_INVALID = 134,
+	CIL_DROP_CT_UNKNOWN_PROTO = 137,
 	CIL_DROP_FRAG_NOSUPPORT = 157,
 	CIL_DROP_POLICY_DENY = 181,
 	CIL_DROP_POLICY_AUTH_REQUIRED = 189,
@@ -186,6 +187,9 @@ struct policy_stats_value {
 /* ---- runtime configuration (ARRAY, one element) ---- */
 struct cil_config {
 	__u32 event_mode;	/* enum cil_event_mode */
+	/* Cilium's enable-extended-ip-protocols: IP protocols conntrack does not know are
+	 * judged by policy (port 0) instead of dropped with CIL_DROP_CT_UNKNOWN_PROTO. */
+	__u32 extended_ip_protocols;
 };
 
 /* ---- ring-buffer record: one per evaluated IP packet (subject to event_mode) ---- */

@@ -76,6 +76,7 @@ class DropReason(enum.IntEnum):
     """Drop reasons as Cilium numbers them (bpf/lib/drop_reasons.h, positive form)."""
 
     POLICY_DENIED = 133
+    CT_UNKNOWN_L4_PROTOCOL = 137
     IP_FRAGMENTATION_NOT_SUPPORTED = 157
     ENCAPSULATION_TRAFFIC_IS_PROHIBITED = 170
     POLICY_DENY = 181
@@ -92,6 +93,7 @@ class DropReason(enum.IntEnum):
 
 _DROP_TEXT = {
     DropReason.POLICY_DENIED: "Policy denied",
+    DropReason.CT_UNKNOWN_L4_PROTOCOL: "CT: Unknown L4 protocol",
     DropReason.IP_FRAGMENTATION_NOT_SUPPORTED: "IP fragmentation not supported",
     DropReason.ENCAPSULATION_TRAFFIC_IS_PROHIBITED: "Encapsulation traffic is prohibited",
     DropReason.POLICY_DENY: "Policy denied by denylist",
@@ -370,7 +372,7 @@ _L4_HEADER_BYTES: dict[int, int] = {
     Protocol.ICMP: 8,
     Protocol.ICMPV6: 8,
 }
-_PORT_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP, Protocol.ICMP, Protocol.ICMPV6})
+_PORT_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
 
 
 def _to_addr(value: str | int | IPAddress) -> IPAddress:
@@ -403,16 +405,30 @@ class Packet:
 
     @property
     def is_icmp(self) -> bool:
-        return self.protocol in (Protocol.ICMP, Protocol.ICMPV6)
+        """ICMP of the packet's own family (ICMP in IPv4, ICMPv6 in IPv6).
+
+        The other family's protocol number is just an IP protocol without ports, as in
+        Cilium's conntrack.
+        """
+        return self.protocol == (Protocol.ICMP if self.src.version == 4 else Protocol.ICMPV6)
+
+    @property
+    def known_to_conntrack(self) -> bool:
+        """Whether Cilium's conntrack handles the protocol: TCP, UDP, SCTP, the family's ICMP.
+
+        Other protocols are dropped with ``CT_UNKNOWN_L4_PROTOCOL`` unless extended IP
+        protocols are enabled (bpf/lib/conntrack.h).
+        """
+        return self.protocol in _PORT_PROTOCOLS or self.is_icmp
 
     @property
     def carries_ports(self) -> bool:
         """Whether the wire packet has an L4 header with ports or an ICMP type.
 
         Non-first fragments have no L4 header, and protocols other than TCP, UDP, SCTP
-        and ICMP have no ports: the datapath sees 0 for all of them.
+        and the family's ICMP have no ports: the datapath sees 0 for all of them.
         """
-        return not self.fragment and self.protocol in _PORT_PROTOCOLS
+        return not self.fragment and self.known_to_conntrack
 
     @property
     def policy_port(self) -> int:

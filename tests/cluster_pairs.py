@@ -65,6 +65,14 @@ class BorrowedBackend:
     def auth_pairs(self) -> MutableSet[tuple[int, int, int]]:
         return self._live().auth_pairs
 
+    @property
+    def extended_ip_protocols(self) -> bool:
+        return self._live().extended_ip_protocols
+
+    @extended_ip_protocols.setter
+    def extended_ip_protocols(self, enabled: bool) -> None:
+        self._live().extended_ip_protocols = enabled
+
     def apply(self, update: DatapathUpdate) -> None:
         merged = attrs.evolve(
             update,
@@ -107,6 +115,7 @@ class SharedDatapath:
             )
         self.backend.reset_conntrack()
         self.backend.auth_pairs.clear()
+        self.backend.extended_ip_protocols = False
         self._last = BorrowedBackend(self.backend, leftover)
         options.setdefault("clock", ManualClock(T0))
         return Cluster(*args, backend=self._last, **options)

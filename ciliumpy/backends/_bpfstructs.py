@@ -191,7 +191,7 @@ class PolicyStatsValue(ctypes.Structure):
 
 
 class CilConfig(ctypes.Structure):
-    _fields_ = [("event_mode", _u32)]
+    _fields_ = [("event_mode", _u32), ("extended_ip_protocols", _u32)]
 
 
 class FlowEvent(ctypes.Structure):

@@ -630,6 +630,8 @@ class EBPFBackend:
     Map capacities are fixed at load time: ``policy_map_max_entries`` per endpoint (like
     Cilium's ``bpf-policy-map-max``), ``ipcache_max_entries``, ``endpoints_max_entries``
     (local addresses), ``ct_max_entries`` and ``ringbuf_size`` (a power of two >= 4096).
+    ``extended_ip_protocols`` is Cilium's ``enable-extended-ip-protocols`` (off by default,
+    as in Cilium: protocols other than TCP, UDP, SCTP and ICMP are dropped with 137).
     """
 
     name: ClassVar[str] = "ebpf"
@@ -644,6 +646,7 @@ class EBPFBackend:
         ct_max_entries: int = 65536,
         ringbuf_size: int = 256 * 1024,
         event_mode: S.EventMode = S.EventMode.ALL,
+        extended_ip_protocols: bool = False,
     ) -> None:
         self._kernel = _Kernel()
         self._finalizer = weakref.finalize(self, _release_leaked, self._kernel)
@@ -678,6 +681,7 @@ class EBPFBackend:
             self._prog_fds = {d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()}
             self._kernel.rb = L.library().ring_buffer__new(self._fds[b"cil_events"], self._kernel.sample_cb, None, None)
             self._event_mode = S.EventMode.ALL
+            self._extended = bool(extended_ip_protocols)
             self.event_mode = event_mode
         except BaseException:
             self.close()
@@ -804,8 +808,24 @@ class EBPFBackend:
     @event_mode.setter
     def event_mode(self, mode: S.EventMode) -> None:
         mode = S.EventMode(mode)
-        L.map_update(self._fd(b"cil_config"), ctypes.c_uint32(0), S.CilConfig(event_mode=mode))
+        self._write_config(mode, self._extended)
         self._event_mode = mode
+
+    @property
+    def extended_ip_protocols(self) -> bool:
+        """Cilium's ``enable-extended-ip-protocols``: whether IP protocols other than TCP,
+        UDP, SCTP and the family's ICMP are judged by policy (with port 0) instead of being
+        dropped with ``CT_UNKNOWN_L4_PROTOCOL`` (137), the default."""
+        return self._extended
+
+    @extended_ip_protocols.setter
+    def extended_ip_protocols(self, enabled: bool) -> None:
+        self._write_config(self._event_mode, bool(enabled))
+        self._extended = bool(enabled)
+
+    def _write_config(self, mode: S.EventMode, extended: bool) -> None:
+        config = S.CilConfig(event_mode=mode, extended_ip_protocols=int(extended))
+        L.map_update(self._fd(b"cil_config"), ctypes.c_uint32(0), config)
 
     @property
     def auth_pairs(self) -> AuthPairs:

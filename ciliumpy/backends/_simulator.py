@@ -159,11 +159,17 @@ def choose_entry(l3: _Lookup | None, l4: _Lookup | None) -> _Lookup | None:
 
 
 class SimulatorBackend:
-    """Deterministic pure-Python datapath (the default backend)."""
+    """Deterministic pure-Python datapath (the default backend).
+
+    ``extended_ip_protocols`` is Cilium's ``enable-extended-ip-protocols``: off (the
+    default), IP protocols other than TCP, UDP, SCTP and the family's ICMP are dropped with
+    ``CT_UNKNOWN_L4_PROTOCOL`` (137) at an endpoint's hook before any policy lookup; on,
+    they are judged by policy with port 0.
+    """
 
     name: ClassVar[str] = "simulator"
 
-    def __init__(self) -> None:
+    def __init__(self, *, extended_ip_protocols: bool = False) -> None:
         self._endpoints: dict[int, EndpointRecord] = {}
         self._by_ip: dict[int, int] = {}  # _addr_key(ip) -> endpoint id
         self._ipcache = LPMTable()
@@ -172,6 +178,9 @@ class SimulatorBackend:
         self._counters: dict[int, dict[MapStateKey, list[int]]] = defaultdict(dict)
         # (local security identity, remote security identity, auth type): Cilium's auth map key
         self.auth_pairs: set[tuple[int, int, int]] = set()
+        # Cilium's enable-extended-ip-protocols: protocols conntrack does not know are
+        # judged by policy (port 0) instead of dropped
+        self.extended_ip_protocols = extended_ip_protocols
         self._closed = False
 
     @classmethod
@@ -249,6 +258,14 @@ class SimulatorBackend:
         if ep_id is None:
             return DatapathResult(direction=direction, action=Action.ALLOW, enforced=False)
         remote_id = self.ipcache_lookup(remote)
+        if not packet.known_to_conntrack and not self.extended_ip_protocols:
+            return DatapathResult(
+                direction=direction,
+                action=Action.DROP,
+                endpoint_id=ep_id,
+                remote_identity=remote_id,
+                drop_reason=DropReason.CT_UNKNOWN_L4_PROTOCOL,
+            )
         ct = self._ct[ep_id]
         tup = _ct_tuple(packet)
         if ct.get(tup) == direction:
@@ -363,7 +380,7 @@ def _ct_tuple(packet: Packet) -> _CTKey:
     if not packet.carries_ports:
         # no L4 header on the wire (non-first fragment, port-less protocol): ports are 0
         return (packet.protocol, src, dst, 0, 0)
-    if packet.protocol in (Protocol.ICMP, Protocol.ICMPV6):
+    if packet.is_icmp:
         return (packet.protocol, src, dst, packet.sport, 0)
     return (packet.protocol, src, dst, packet.sport, packet.dport)
 

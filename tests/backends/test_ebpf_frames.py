@@ -163,9 +163,8 @@ def run(dp: EBPFBackend, frame: bytes, direction: Direction = ING) -> tuple[int,
         (ipv4(1, icmp(8, ident=0x1234)), "echo", 0x1234, 8),
         (ipv6(6, tcp(40000, 443)), "tcp443_v6", 40000, 443),
         (ipv6(58, icmp(128, ident=99)), "echo6", 99, 128),
-        (ipv4(47, bytes(8)), "gre", 0, 0),
     ],
-    ids=["tcp", "udp", "sctp", "icmp-echo", "tcp6", "icmpv6-echo", "gre-no-ports"],
+    ids=["tcp", "udp", "sctp", "icmp-echo", "tcp6", "icmpv6-echo"],
 )
 def test_l4_ports_and_icmp_type_drive_the_lookup(
     dp: EBPFBackend, frame: bytes, key: str, sport: int, dport: int
@@ -176,6 +175,29 @@ def test_l4_ports_and_icmp_type_drive_the_lookup(
     assert (ev.action, ev.key, ev.sport, ev.dport) == (Action.ALLOW, KEYS[key], sport, dport)
     assert ev.endpoint_id == 7 and ev.local_identity == 1007 and ev.enforced
     assert ev.length == len(frame)
+
+
+def test_protocols_conntrack_does_not_know_are_dropped_unless_extended(dp: EBPFBackend) -> None:
+    gre = ipv4(47, bytes(8))
+    icmp_in_ipv6 = ipv6(1, icmp(8, ident=5))  # ICMPv4's number inside IPv6: not ICMP there
+    for frame in (gre, icmp_in_ipv6):
+        retval, ev = run(dp, frame)
+        assert retval == SHOT and ev is not None
+        assert (ev.action, ev.drop_reason, ev.key) == (Action.DROP, DropReason.CT_UNKNOWN_L4_PROTOCOL, None)
+        assert ev.enforced and ev.endpoint_id == 7
+    dp.extended_ip_protocols = True
+    assert dp.extended_ip_protocols and dp.event_mode == EventMode.ALL
+    # Judged by policy now, with no ports: GRE matches its protocol-only entry ...
+    retval, ev = run(dp, gre)
+    assert retval == OK and ev is not None
+    assert (ev.action, ev.key, ev.sport, ev.dport) == (Action.ALLOW, KEYS["gre"], 0, 0)
+    # ... and protocol 1 in IPv6 has no ICMP type to match an ICMP entry.
+    dp.apply(DatapathUpdate(policy_upsert={7: {MapStateKey(301, ING, Protocol.ICMP, 8, 16): PolicyEntry()}}))
+    retval, ev = run(dp, icmp_in_ipv6)
+    assert retval == SHOT and ev is not None
+    assert (ev.drop_reason, ev.dport, ev.sport) == (DropReason.POLICY_DENIED, 0, 0)
+    dp.extended_ip_protocols = False
+    assert run(dp, gre)[0] == SHOT
 
 
 def test_ipv4_options_are_skipped(dp: EBPFBackend) -> None:
@@ -223,6 +245,7 @@ def test_non_first_fragment_has_no_ports_and_drops_157(dp: EBPFBackend, frame: b
 
 
 def test_non_first_fragment_matches_port_wildcards(dp: EBPFBackend) -> None:
+    dp.extended_ip_protocols = True  # GRE gets to the policy lookup
     retval, ev = run(dp, ipv4(47, bytes(8), frag=3))
     assert retval == OK and ev is not None and ev.key == KEYS["gre"] and ev.fragment
 
