@@ -150,6 +150,7 @@ struct packet {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 ttl;		/* IPv4 TTL / IPv6 hop limit, for local delivery */
+	__u8 unknown_l4;	/* conntrack would drop it (CIL_DROP_CT_UNKNOWN_PROTO) */
 };
 
 enum parse_result {
@@ -599,16 +600,10 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 	d->remote_identity = ipcache_identity(dir == CIL_DIR_EGRESS ? p->daddr : p->saddr,
 					      p->family);
 
-	/* Conntrack knows TCP, UDP, SCTP and the family's ICMP; anything else is dropped
-	 * before policy unless extended IP protocols are enabled (config read only here). */
-	if (unlikely(!is_known_l4(p))) {
-		const struct cil_config *cfg = config();
-
-		if (!cfg || !cfg->extended_ip_protocols) {
-			d->verdict = CIL_VERDICT_DROP;
-			d->drop_reason = CIL_DROP_CT_UNKNOWN_PROTO;
-			return TC_ACT_SHOT;
-		}
+	if (unlikely(p->unknown_l4)) {
+		d->verdict = CIL_VERDICT_DROP;
+		d->drop_reason = CIL_DROP_CT_UNKNOWN_PROTO;
+		return TC_ACT_SHOT;
 	}
 
 	/* Conntrack: same-direction tuple = established (policy re-checked), reverse tuple
@@ -784,6 +779,15 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *p, struct
 {
 	int parsed = parse_packet(skb, p);
 
+	/* Conntrack knows TCP, UDP, SCTP and the family's ICMP; anything else is dropped at an
+	 * endpoint's hook before policy unless extended IP protocols are enabled.  Decided
+	 * once per packet, here, so each inlined decision only tests a flag (the config is
+	 * read only for such a rare packet). */
+	if (parsed == PARSE_OK && unlikely(!is_known_l4(p))) {
+		const struct cil_config *cfg = config();
+
+		p->unknown_l4 = !cfg || !cfg->extended_ip_protocols;
+	}
 	if (parsed == PARSE_INVALID) {
 		/* Fail closed before any endpoint is looked up. */
 		d->verdict = CIL_VERDICT_DROP;
