@@ -17,9 +17,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and common bugs with ruff."""
+    """Check style and common bugs with ruff, and that the code is ruff-formatted."""
     session.install("ruff")
     session.run("ruff", "check", "ciliumpy", "tests", "bench", "noxfile.py")
+    session.run("ruff", "format", "--check", "ciliumpy", "tests", "bench", "noxfile.py")
 
 
 @nox.session

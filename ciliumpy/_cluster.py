@@ -1347,5 +1347,3 @@ def _translate_np_rule(r: NetworkPolicyRule, direction: Direction, namespace: st
     if cidrs:
         out.append(PeerRule(direction=direction, cidr_set=tuple(cidrs), to_ports=to_ports))
     return out
-
-

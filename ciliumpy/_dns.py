@@ -58,8 +58,7 @@ _OPCODE_NOTIFY: Final = 4
 
 def _to_ips(value: Sequence[str | IPAddress]) -> tuple[IPAddress, ...]:
     return tuple(
-        ipaddress.ip_address(v) if isinstance(v, str) else v
-        for v in ([value] if isinstance(value, str) else value)
+        ipaddress.ip_address(v) if isinstance(v, str) else v for v in ([value] if isinstance(value, str) else value)
     )
 
 
@@ -87,9 +86,7 @@ class DNSRecords:
 UpstreamValue: TypeAlias = DNSRecords | tuple[Sequence[str], int] | Sequence[str]
 #: Records by name (``{"api.github.com": (["203.0.113.20"], 60)}``) or a function
 #: ``(fqdn, qtype) -> records | None``; ``None``/missing means the name does not exist.
-Upstream: TypeAlias = (
-    Mapping[str, UpstreamValue] | Callable[[str, str], "UpstreamValue | DNSRecords | None"]
-)
+Upstream: TypeAlias = Mapping[str, UpstreamValue] | Callable[[str, str], "UpstreamValue | DNSRecords | None"]
 
 
 def _as_records(value: object) -> DNSRecords:
@@ -164,9 +161,7 @@ def extract_msg_details(message: DNSRecord) -> MessageDetails:
     types: list[str] = []
     for rr in message.rr:
         if str(rr.rname).lower() != rr_name:
-            raise ValueError(
-                f"Unexpected name ({rr.rname}) in RRs for {rr_name} (query for {qname})"
-            )
+            raise ValueError(f"Unexpected name ({rr.rname}) in RRs for {rr_name} (query for {qname})")
         if rr.rtype in (QTYPE.A, QTYPE.AAAA):
             ips.append(ipaddress.ip_address(str(rr.rdata)))
             ttl = min(ttl, rr.ttl)
@@ -321,9 +316,7 @@ class DNSProxy:
         if opcode not in (_OPCODE_QUERY, _OPCODE_NOTIFY):
             return self._error(msg_id, opcode, RCODE.NOTIMP, f"opcode {opcode} not implemented")
         if qdcount != 1 or ancount > 1 or nscount > 1 or arcount > 2:
-            return self._error(
-                msg_id, opcode, RCODE.FORMERR, f"malformed query: {qdcount} questions"
-            )
+            return self._error(msg_id, opcode, RCODE.FORMERR, f"malformed query: {qdcount} questions")
         try:
             request = DNSRecord.parse(query)
         except (DNSError, ValueError, IndexError, UnicodeError, struct.error) as exc:

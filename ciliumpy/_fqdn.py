@@ -146,11 +146,7 @@ def is_dns_wildcard(pattern: str) -> bool:
 
 def _sanitize_pattern(pattern: str) -> str:
     # Wildcards stay as written; everything else gains the trailing dot of an FQDN.
-    return (
-        pattern
-        if is_dns_wildcard(pattern)
-        else (pattern if pattern.endswith(".") else pattern + ".")
-    )
+    return pattern if is_dns_wildcard(pattern) else (pattern if pattern.endswith(".") else pattern + ".")
 
 
 def _escape_pattern(pattern: str) -> str:
@@ -253,8 +249,7 @@ def validate_match_name(value: object, field: str) -> str:
         )
     if value and not set(value) <= _NAME_CHARS:
         raise PolicyError(
-            f'Invalid characters in MatchName: "{value}". '
-            "Only 0-9, a-z, A-Z and ., -, _ characters are allowed",
+            f'Invalid characters in MatchName: "{value}". Only 0-9, a-z, A-Z and ., -, _ characters are allowed',
             field=field,
         )
     return value
@@ -266,8 +261,7 @@ def validate_match_pattern(value: object, field: str) -> str:
         raise PolicyError("matchPattern must be a string", field=field, value=value)
     if len(value.strip()) > MAX_FQDN_LENGTH:
         raise PolicyError(
-            f"Invalid MatchPattern: {go_quote(value)}. "
-            f"Must be <= {MAX_FQDN_LENGTH} characters long.",
+            f"Invalid MatchPattern: {go_quote(value)}. Must be <= {MAX_FQDN_LENGTH} characters long.",
             field=field,
         )
     if value and not set(value) <= _PATTERN_CHARS:
@@ -316,9 +310,7 @@ class FQDNSelector:
         if pattern is not None:
             validate_match_pattern(pattern, f"{path}.matchPattern")
         if name and pattern:
-            raise PolicyError(
-                "only one of MatchName or MatchPattern is allowed in an FQDNSelector", field=path
-            )
+            raise PolicyError("only one of MatchName or MatchPattern is allowed in an FQDNSelector", field=path)
         return cls(match_name=name or None, match_pattern=pattern or None)
 
     def to_manifest(self) -> dict[str, str]:
@@ -437,12 +429,8 @@ class FQDNCache:
     clock: Clock = attrs.field(factory=SystemClock)
     min_ttl: int = 0
     max_ips_per_hostname: int = 1000
-    _entries: dict[tuple[str, str, IPAddress], FQDNCacheEntry] = attrs.field(
-        factory=dict, init=False
-    )
-    _zombies: dict[tuple[str, str, IPAddress], FQDNCacheEntry] = attrs.field(
-        factory=dict, init=False
-    )
+    _entries: dict[tuple[str, str, IPAddress], FQDNCacheEntry] = attrs.field(factory=dict, init=False)
+    _zombies: dict[tuple[str, str, IPAddress], FQDNCacheEntry] = attrs.field(factory=dict, init=False)
 
     def add(
         self,
@@ -490,9 +478,7 @@ class FQDNCache:
         for key in keys[: len(keys) - self.max_ips_per_hostname]:
             del self._entries[key]
 
-    def lookup(
-        self, name: str, *, endpoint: str | None = None, now: float | None = None
-    ) -> frozenset[IPAddress]:
+    def lookup(self, name: str, *, endpoint: str | None = None, now: float | None = None) -> frozenset[IPAddress]:
         """IPs currently valid for ``name`` (all endpoints unless ``endpoint`` is given).
 
         Zombies count: their IPs are still allowed.
@@ -505,9 +491,7 @@ class FQDNCache:
             if n == qname and (endpoint is None or ep == endpoint) and e.expires > when
         }
         found.update(
-            e.ip
-            for (ep, n, _ip), e in self._zombies.items()
-            if n == qname and (endpoint is None or ep == endpoint)
+            e.ip for (ep, n, _ip), e in self._zombies.items() if n == qname and (endpoint is None or ep == endpoint)
         )
         return frozenset(found)
 
@@ -523,9 +507,7 @@ class FQDNCache:
             if eip == addr and (endpoint is None or ep == endpoint) and e.expires > when
         }
         names.update(
-            e.name
-            for (ep, _n, eip), e in self._zombies.items()
-            if eip == addr and (endpoint is None or ep == endpoint)
+            e.name for (ep, _n, eip), e in self._zombies.items() if eip == addr and (endpoint is None or ep == endpoint)
         )
         return frozenset(names)
 
@@ -550,9 +532,7 @@ class FQDNCache:
         """Expired entries kept because their IP was in use at the last :meth:`expire`."""
         return tuple(self._zombies.values())
 
-    def expire(
-        self, now: float | None = None, *, in_use: Iterable[str | IPAddress] = ()
-    ) -> tuple[FQDNCacheEntry, ...]:
+    def expire(self, now: float | None = None, *, in_use: Iterable[str | IPAddress] = ()) -> tuple[FQDNCacheEntry, ...]:
         """Garbage-collect: drop entries whose expiry has passed and return them.
 
         Entries whose IP is in ``in_use`` (e.g. has live connections) are not returned but

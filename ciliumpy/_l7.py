@@ -108,9 +108,7 @@ _KAFKA_ROLES: Final[Mapping[str, frozenset[int]]] = {
 _KAFKA_MAX_TOPIC_LEN: Final = 255
 # Go's pattern is the raw string `^[a-zA-Z0-9\\._\\-]+$`; the doubled backslashes make a
 # literal backslash part of the class, so the agent accepts it too.
-_KAFKA_TOPIC_CHARS: Final = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-\\"
-)
+_KAFKA_TOPIC_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-\\")
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,9 +313,7 @@ class HTTPRule:
         headers: list[str] = []
         for i, item in enumerate(_opt_list(d, "headers", path) or ()):
             if not isinstance(item, str):
-                raise PolicyError(
-                    "headers entries must be strings", field=f"{path}.headers[{i}]", value=item
-                )
+                raise PolicyError("headers entries must be strings", field=f"{path}.headers[{i}]", value=item)
             headers.append(item)
         matches = tuple(
             HeaderMatch.from_manifest(item, f"{path}.headerMatches[{i}]")
@@ -328,9 +324,7 @@ class HTTPRule:
         _check_regex(rule_path, f"{path}.path")
         _check_regex(method, f"{path}.method")
         _check_regex(host, f"{path}.host")
-        return cls(
-            method=method, path=rule_path, host=host, headers=headers, header_matches=matches
-        )
+        return cls(method=method, path=rule_path, host=host, headers=headers, header_matches=matches)
 
     def to_manifest(self) -> dict[str, Any]:
         """The CRD form; ``{}`` for the allow-everything rule."""
@@ -404,9 +398,7 @@ class KafkaRule:
         if role and role.lower() not in _KAFKA_ROLES:
             raise PolicyError(f"invalid Kafka Role {go_quote(role)}", field=f"{path}.role")
         if version is not None and not (version.isdigit() and int(version) <= 0x7FFF):
-            raise PolicyError(
-                f"invalid Kafka APIVersion {go_quote(version)}", field=f"{path}.apiVersion"
-            )
+            raise PolicyError(f"invalid Kafka APIVersion {go_quote(version)}", field=f"{path}.apiVersion")
         if topic is not None:
             if len(topic) > _KAFKA_MAX_TOPIC_LEN:
                 raise PolicyError(
@@ -414,12 +406,8 @@ class KafkaRule:
                     field=f"{path}.topic",
                 )
             if not set(topic) <= _KAFKA_TOPIC_CHARS:
-                raise PolicyError(
-                    f"invalid Kafka Topic name {go_quote(topic)}", field=f"{path}.topic"
-                )
-        return cls(
-            role=role, api_key=api_key, api_version=version, client_id=client_id, topic=topic
-        )
+                raise PolicyError(f"invalid Kafka Topic name {go_quote(topic)}", field=f"{path}.topic")
+        return cls(role=role, api_key=api_key, api_version=version, client_id=client_id, topic=topic)
 
     def to_manifest(self) -> dict[str, str]:
         """The CRD form; omitted fields are left out."""
@@ -482,9 +470,7 @@ class DNSRule:
             validate_match_name(name, f"{path}.matchName")
         if pattern is not None:
             validate_match_pattern(pattern, f"{path}.matchPattern")
-        return cls(
-            match_name=str(name) if name else None, match_pattern=str(pattern) if pattern else None
-        )
+        return cls(match_name=str(name) if name else None, match_pattern=str(pattern) if pattern else None)
 
     def to_manifest(self) -> dict[str, str]:
         """The CRD form."""
@@ -566,22 +552,15 @@ class L7Rules:
         raw_http = _opt_list(d, "http", path)
         if raw_http is not None:
             n_types += 1
-            http = tuple(
-                HTTPRule.from_manifest(item, f"{path}.http[{i}]") for i, item in enumerate(raw_http)
-            )
+            http = tuple(HTTPRule.from_manifest(item, f"{path}.http[{i}]") for i, item in enumerate(raw_http))
         raw_kafka = _opt_list(d, "kafka", path)
         if raw_kafka is not None:
             n_types += 1
-            kafka = tuple(
-                KafkaRule.from_manifest(item, f"{path}.kafka[{i}]")
-                for i, item in enumerate(raw_kafka)
-            )
+            kafka = tuple(KafkaRule.from_manifest(item, f"{path}.kafka[{i}]") for i, item in enumerate(raw_kafka))
         raw_dns = _opt_list(d, "dns", path)
         if raw_dns is not None:
             n_types += 1
-            dns = tuple(
-                DNSRule.from_manifest(item, f"{path}.dns[{i}]") for i, item in enumerate(raw_dns)
-            )
+            dns = tuple(DNSRule.from_manifest(item, f"{path}.dns[{i}]") for i, item in enumerate(raw_dns))
         l7proto = _opt_str(d, "l7proto", path)
         raw_l7 = _opt_list(d, "l7", path)
         if raw_l7 is not None and l7proto is None:
@@ -595,9 +574,7 @@ class L7Rules:
             if raw_l7 is not None:
                 l7 = [_l7_entry(item, f"{path}.l7[{i}]") for i, item in enumerate(raw_l7)]
         if n_types > 1:
-            raise PolicyError(
-                "multiple L7 protocol rule types specified in single rule", field=path
-            )
+            raise PolicyError("multiple L7 protocol rule types specified in single rule", field=path)
         return cls(http=http, kafka=kafka, dns=dns, l7proto=l7proto, l7=l7)
 
     def to_manifest(self) -> dict[str, Any]:
@@ -763,17 +740,13 @@ def validate_port_rule_l7(
         return
     rules_path = f"{path}.rules"
     if not l7_proxy_enabled:
-        raise PolicyError(
-            "L7 policy is not supported since L7 proxy is not enabled", field=rules_path
-        )
+        raise PolicyError("L7 policy is not supported since L7 proxy is not enabled", field=rules_path)
     if host_policy:
         if ingress:
             raise PolicyError("L7 policy is not supported on host ingress yet", field=rules_path)
         if rules.parser != "dns":
             proto = {"http": "HTTP", "kafka": "Kafka"}.get(rules.parser or "", rules.parser)
-            raise PolicyError(
-                f"L7 protocol {proto} is not supported on host egress yet", field=rules_path
-            )
+            raise PolicyError(f"L7 protocol {proto} is not supported on host egress yet", field=rules_path)
     has_dns_rules = bool(rules.dns)
     if ingress and has_dns_rules:
         raise PolicyError("DNS rules are not allowed on ingress", field=f"{rules_path}.dns")
@@ -790,9 +763,7 @@ def validate_port_rule_l7(
                     zero_port = f"{path}.ports[{i}].port"
                 end = port.get("endPort")
                 if has_dns_rules and isinstance(end, int) and end > number:
-                    raise PolicyError(
-                        "DNS rules do not support port ranges", field=f"{path}.ports[{i}].endPort"
-                    )
+                    raise PolicyError("DNS rules do not support port ranges", field=f"{path}.ports[{i}].endPort")
         proto = str(port.get("protocol") or "ANY").upper()
         if not has_dns_rules and proto != "TCP":
             raise PolicyError(
@@ -1052,9 +1023,7 @@ def explain_http(
     return problems, actions
 
 
-def match_http(
-    rule: HTTPRule, request: HTTPRequest, *, secrets: Mapping[tuple[str, str], str] | None = None
-) -> bool:
+def match_http(rule: HTTPRule, request: HTTPRequest, *, secrets: Mapping[tuple[str, str], str] | None = None) -> bool:
     """Whether one HTTP rule allows ``request`` (every given field matches)."""
     return not explain_http(rule, request, secrets=secrets)[0]
 
@@ -1197,9 +1166,7 @@ def _try_view(
             for drule in dns_rules:
                 if match_dns((drule,), request.name):
                     return drule, [], []
-        notes.append(
-            f"{request.fqdn} matches none of: {', '.join(r.describe() for r in dns_rules)}"
-        )
+        notes.append(f"{request.fqdn} matches none of: {', '.join(r.describe() for r in dns_rules)}")
     else:
         for entry in rules.l7 or ():
             if match_generic(entry, request):
@@ -1305,8 +1272,7 @@ def evaluate_l7(
             status=200 if is_http else None,
             matched_rule=matched,
             matched_origins=frozenset(matched_origins),
-            reason=f"allowed: {_describe(request)} matches {desc} "
-            f"({_origins_text(matched_origins)})",
+            reason=f"allowed: {_describe(request)} matches {desc} ({_origins_text(matched_origins)})",
             accepts=accepts_t,
             parser=parser,
             header_actions=tuple(actions),
@@ -1317,8 +1283,7 @@ def evaluate_l7(
         status=403 if is_http else None,
         matched_rule=None,
         matched_origins=frozenset(),
-        reason=f"denied ({refusal}): {_describe(request)} matches no L7 rule; tried: "
-        + "; ".join(tried),
+        reason=f"denied ({refusal}): {_describe(request)} matches no L7 rule; tried: " + "; ".join(tried),
         accepts=accepts_t,
         parser=parser,
     )
@@ -1328,9 +1293,7 @@ def evaluate_l7(
 # Hubble
 
 
-def http_l7_record(
-    request: HTTPRequest, decision: L7Decision, *, latency_ns: int = 0
-) -> dict[str, Any]:
+def http_l7_record(request: HTTPRequest, decision: L7Decision, *, latency_ns: int = 0) -> dict[str, Any]:
     """The L7 part of a Hubble flow for an HTTP request the proxy handled.
 
     Returns ``{"l7": {...}, "verdict": ..., "Summary": ...}`` with proto field names: a

@@ -21,9 +21,7 @@ from ciliumpy._fqdn import FQDNCache, ManualClock, dns_allow_regex
 from ciliumpy._l7 import DNSRule
 
 # The seed scenario: the backend may resolve api.stripe.com and *.amazonaws.com only.
-ALLOW = dns_allow_regex(
-    [DNSRule(match_name="api.stripe.com"), DNSRule(match_pattern="*.amazonaws.com")]
-)
+ALLOW = dns_allow_regex([DNSRule(match_name="api.stripe.com"), DNSRule(match_pattern="*.amazonaws.com")])
 UPSTREAM = {
     "api.stripe.com": (["203.0.113.10", "203.0.113.11", "2001:db8::10"], 60),
     "s3.amazonaws.com": (["198.51.100.5"], 5),
@@ -41,9 +39,7 @@ def answers(record: DNSRecord) -> list[tuple[str, str, str, int]]:
 
 
 def test_allowed_a_query_is_answered_from_upstream() -> None:
-    result = DNSProxy().handle(
-        build_query("api.stripe.com", id=4242), allow=ALLOW, upstream=UPSTREAM
-    )
+    result = DNSProxy().handle(build_query("api.stripe.com", id=4242), allow=ALLOW, upstream=UPSTREAM)
     assert result.allowed
     assert result.rcode == RCODE.NOERROR
     assert result.answers == ("203.0.113.10", "203.0.113.11")
@@ -60,9 +56,7 @@ def test_allowed_a_query_is_answered_from_upstream() -> None:
 
 
 def test_aaaa_query_gets_only_ipv6_answers() -> None:
-    result = DNSProxy().handle(
-        build_query("api.stripe.com", "AAAA"), allow=ALLOW, upstream=UPSTREAM
-    )
+    result = DNSProxy().handle(build_query("api.stripe.com", "AAAA"), allow=ALLOW, upstream=UPSTREAM)
     assert result.qtype == "AAAA"
     assert answers(parse(result.response)) == [("api.stripe.com.", "AAAA", "2001:db8::10", 60)]
 
@@ -90,9 +84,7 @@ def test_reject_code_may_be_nxdomain() -> None:
 
 
 def test_one_label_wildcard_does_not_allow_deeper_names() -> None:
-    result = DNSProxy().handle(
-        build_query("s3.us-east-1.amazonaws.com"), allow=ALLOW, upstream=UPSTREAM
-    )
+    result = DNSProxy().handle(build_query("s3.us-east-1.amazonaws.com"), allow=ALLOW, upstream=UPSTREAM)
     assert result.rcode == RCODE.REFUSED
 
 
@@ -172,14 +164,10 @@ def test_allow_and_upstream_may_be_callables() -> None:
         return DNSRecords(ips=["192.0.2.1"], ttl=10) if name == "db.internal." else None
 
     proxy = DNSProxy()
-    ok = proxy.handle(
-        build_query("db.internal"), allow=lambda n: n.endswith(".internal."), upstream=upstream
-    )
+    ok = proxy.handle(build_query("db.internal"), allow=lambda n: n.endswith(".internal."), upstream=upstream)
     assert ok.answers == ("192.0.2.1",)
     assert asked == [("db.internal.", "A")]
-    denied = proxy.handle(
-        build_query("db.external"), allow=lambda n: n.endswith(".internal."), upstream=upstream
-    )
+    denied = proxy.handle(build_query("db.external"), allow=lambda n: n.endswith(".internal."), upstream=upstream)
     assert denied.rcode == RCODE.REFUSED
     assert asked == [("db.internal.", "A")]  # refused queries never reach the upstream
 
@@ -306,9 +294,7 @@ def test_hubble_record_for_nxdomain() -> None:
     result = DNSProxy().handle(build_query("nope.amazonaws.com"), allow=ALLOW, upstream=UPSTREAM)
     record = dns_l7_record(result)
     assert record["l7"]["dns"]["rcode"] == 3
-    assert record["Summary"] == (
-        "DNS Answer RCode: Non-Existent Domain TTL: 4294967295 (Proxy nope.amazonaws.com. A)"
-    )
+    assert record["Summary"] == ("DNS Answer RCode: Non-Existent Domain TTL: 4294967295 (Proxy nope.amazonaws.com. A)")
 
 
 def test_no_hubble_record_for_malformed_messages() -> None:

@@ -183,18 +183,14 @@ def test_selector_manifest_round_trip_and_label() -> None:
     assert s.to_manifest() == {"matchPattern": "*.AmazonAWS.com"}
     # The label keeps the string exactly as written.
     assert s.label == "fqdn:*.AmazonAWS.com"
-    assert FQDNSelector.from_manifest({"matchName": "api.stripe.com"}, FIELD).label == (
-        "fqdn:api.stripe.com"
-    )
+    assert FQDNSelector.from_manifest({"matchName": "api.stripe.com"}, FIELD).label == ("fqdn:api.stripe.com")
     assert s.matches("s3.amazonaws.com")
 
 
 def test_selector_with_both_fields() -> None:
     with pytest.raises(PolicyError) as info:
         FQDNSelector.from_manifest({"matchName": "a.com", "matchPattern": "*.a.com"}, FIELD)
-    assert info.value.reason == (
-        "only one of MatchName or MatchPattern is allowed in an FQDNSelector"
-    )
+    assert info.value.reason == ("only one of MatchName or MatchPattern is allowed in an FQDNSelector")
     assert info.value.field == FIELD
 
 
@@ -261,9 +257,7 @@ names = st.lists(label, min_size=1, max_size=4).map(".".join)
 @given(names, names)
 def test_pattern_without_star_behaves_like_match_name(pattern: str, name: str) -> None:
     assert sel(pattern).matches(name) == FQDNSelector(match_name=pattern).matches(name)
-    assert FQDNSelector(match_name=pattern).matches(name) == (
-        normalize_name(pattern) == normalize_name(name)
-    )
+    assert FQDNSelector(match_name=pattern).matches(name) == (normalize_name(pattern) == normalize_name(name))
 
 
 @given(label, label, label, label)

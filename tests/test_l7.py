@@ -68,9 +68,7 @@ STAR_WARS = http_rules({"method": "POST", "path": "/v1/request-landing"})
 
 
 def test_star_wars_landing_request_is_allowed() -> None:
-    req = HTTPRequest.from_mapping(
-        {"method": "POST", "path": "/v1/request-landing", "host": "deathstar.default.svc"}
-    )
+    req = HTTPRequest.from_mapping({"method": "POST", "path": "/v1/request-landing", "host": "deathstar.default.svc"})
     decision = evaluate_l7([L7PolicyView({CNP}, STAR_WARS)], req)
     assert decision.allowed
     assert decision.status == 200
@@ -149,9 +147,7 @@ def test_rules_round_trip_through_the_manifest_form(manifest: dict[str, Any]) ->
         ({}, None, 0),
     ],
 )
-def test_parser_and_listener_priority(
-    manifest: dict[str, Any], parser: str | None, priority: int
-) -> None:
+def test_parser_and_listener_priority(manifest: dict[str, Any], parser: str | None, priority: int) -> None:
     rules = L7Rules.from_manifest(manifest, RULES)
     assert rules.parser == parser
     assert rules.listener_priority == priority
@@ -210,9 +206,7 @@ def test_empty_lists_still_count_as_l7_types() -> None:
 
 
 def test_l7_without_l7proto() -> None:
-    with raises_policy(
-        "'l7' may only be specified when a 'l7proto' is also specified", f"{RULES}.l7"
-    ):
+    with raises_policy("'l7' may only be specified when a 'l7proto' is also specified", f"{RULES}.l7"):
         L7Rules.from_manifest({"l7": [{"cmd": "READ"}]}, RULES)
 
 
@@ -265,8 +259,7 @@ def test_secret_name_missing() -> None:
 
 def test_match_name_with_invalid_characters() -> None:
     with raises_policy(
-        'Invalid characters in MatchName: "api.*.com". '
-        "Only 0-9, a-z, A-Z and ., -, _ characters are allowed",
+        'Invalid characters in MatchName: "api.*.com". Only 0-9, a-z, A-Z and ., -, _ characters are allowed',
         f"{RULES}.dns[0].matchName",
     ):
         L7Rules.from_manifest({"dns": [{"matchName": "api.*.com"}]}, RULES)
@@ -274,13 +267,10 @@ def test_match_name_with_invalid_characters() -> None:
 
 def test_match_pattern_with_invalid_characters() -> None:
     with raises_policy(
-        'Invalid characters in MatchPattern: "[a-z]+.com". '
-        "Only 0-9, a-z, A-Z and ., -, _ and * characters are allowed",
+        'Invalid characters in MatchPattern: "[a-z]+.com". Only 0-9, a-z, A-Z and ., -, _ and * characters are allowed',
         f"{RULES}.dns[1].matchPattern",
     ):
-        L7Rules.from_manifest(
-            {"dns": [{"matchName": "ok.com"}, {"matchPattern": "[a-z]+.com"}]}, RULES
-        )
+        L7Rules.from_manifest({"dns": [{"matchName": "ok.com"}, {"matchPattern": "[a-z]+.com"}]}, RULES)
 
 
 def test_match_pattern_too_long() -> None:
@@ -327,9 +317,7 @@ HTTP_RULES = L7Rules(http=(HTTPRule(),))
 
 def test_dns_rules_on_ingress() -> None:
     with raises_policy("DNS rules are not allowed on ingress", f"{PORT_RULE}.rules.dns"):
-        validate_port_rule_l7(
-            DNS_RULES, [{"port": "53", "protocol": "UDP"}], path=PORT_RULE, ingress=True
-        )
+        validate_port_rule_l7(DNS_RULES, [{"port": "53", "protocol": "UDP"}], path=PORT_RULE, ingress=True)
 
 
 def test_http_rules_on_udp() -> None:
@@ -354,16 +342,12 @@ def test_http_rules_with_omitted_protocol_count_as_any() -> None:
 
 
 def test_dns_rules_may_use_any_protocol() -> None:
-    validate_port_rule_l7(
-        DNS_RULES, [{"port": "53", "protocol": "ANY"}], path=PORT_RULE, ingress=False
-    )
+    validate_port_rule_l7(DNS_RULES, [{"port": "53", "protocol": "ANY"}], path=PORT_RULE, ingress=False)
 
 
 def test_l7_rules_with_port_zero() -> None:
     with raises_policy("L7 rules can not be used when a port is 0", f"{PORT_RULE}.ports[0].port"):
-        validate_port_rule_l7(
-            HTTP_RULES, [{"port": "0", "protocol": "TCP"}], path=PORT_RULE, ingress=True
-        )
+        validate_port_rule_l7(HTTP_RULES, [{"port": "0", "protocol": "TCP"}], path=PORT_RULE, ingress=True)
 
 
 def test_dns_rules_without_ports() -> None:
@@ -391,9 +375,7 @@ def test_http_rules_with_a_port_range_are_fine() -> None:
 
 
 def test_named_ports_are_not_port_zero() -> None:
-    validate_port_rule_l7(
-        HTTP_RULES, [{"port": "http", "protocol": "TCP"}], path=PORT_RULE, ingress=True
-    )
+    validate_port_rule_l7(HTTP_RULES, [{"port": "http", "protocol": "TCP"}], path=PORT_RULE, ingress=True)
 
 
 def test_l7_on_host_ingress() -> None:
@@ -408,9 +390,7 @@ def test_l7_on_host_ingress() -> None:
 
 
 def test_http_on_host_egress() -> None:
-    with raises_policy(
-        "L7 protocol HTTP is not supported on host egress yet", f"{PORT_RULE}.rules"
-    ):
+    with raises_policy("L7 protocol HTTP is not supported on host egress yet", f"{PORT_RULE}.rules"):
         validate_port_rule_l7(
             HTTP_RULES,
             [{"port": "80", "protocol": "TCP"}],
@@ -421,9 +401,7 @@ def test_http_on_host_egress() -> None:
 
 
 def test_l7_with_the_proxy_disabled() -> None:
-    with raises_policy(
-        "L7 policy is not supported since L7 proxy is not enabled", f"{PORT_RULE}.rules"
-    ):
+    with raises_policy("L7 policy is not supported since L7 proxy is not enabled", f"{PORT_RULE}.rules"):
         validate_port_rule_l7(
             DNS_RULES,
             [{"port": "53", "protocol": "UDP"}],
@@ -472,9 +450,7 @@ def test_host_is_a_regex_on_the_authority() -> None:
     assert match_http(rule, HTTPRequest("GET", "/", host="fooXbar.com"))
     # The authority may carry a port, which then has to be matched too.
     assert not match_http(rule, HTTPRequest("GET", "/", host="foo.bar.com:8080"))
-    assert match_http(
-        HTTPRule(host="foo\\.bar\\.com(:[0-9]+)?"), HTTPRequest("GET", "/", host="foo.bar.com:8080")
-    )
+    assert match_http(HTTPRule(host="foo\\.bar\\.com(:[0-9]+)?"), HTTPRequest("GET", "/", host="foo.bar.com:8080"))
     # A Host header stands in for a missing explicit authority.
     assert match_http(rule, HTTPRequest("GET", "/", headers={"Host": "foo.bar.com"}))
     assert not match_http(rule, HTTPRequest("GET", "/"))
@@ -482,9 +458,7 @@ def test_host_is_a_regex_on_the_authority() -> None:
 
 def test_headers_presence_and_exact_value() -> None:
     rule = HTTPRule(headers=("X-My-Header: true", "X-Present"))
-    assert match_http(
-        rule, HTTPRequest("GET", "/", headers={"x-my-header": "true", "X-Present": ""})
-    )
+    assert match_http(rule, HTTPRequest("GET", "/", headers={"x-my-header": "true", "X-Present": ""}))
     problems, _ = explain_http(rule, HTTPRequest("GET", "/", headers={"X-My-Header": "false"}))
     assert problems == [
         "header X-My-Header is 'false', needs 'true'",
@@ -531,14 +505,10 @@ def test_header_match_secrets() -> None:
     assert not match_http(rule, req, secrets={("ns", "k"): "other"})
     # An unavailable secret without a fallback value never matches, even with a mismatch action.
     assert not match_http(rule, req)
-    lenient = HTTPRule(
-        header_matches=(HeaderMatch("X-Key", secret=HeaderSecret("k", "ns"), mismatch="LOG"),)
-    )
+    lenient = HTTPRule(header_matches=(HeaderMatch("X-Key", secret=HeaderSecret("k", "ns"), mismatch="LOG"),))
     assert not match_http(lenient, req)
     # A value next to the secret is the fallback.
-    fallback = HTTPRule(
-        header_matches=(HeaderMatch("X-Key", value="from-secret", secret=HeaderSecret("k", "ns")),)
-    )
+    fallback = HTTPRule(header_matches=(HeaderMatch("X-Key", value="from-secret", secret=HeaderSecret("k", "ns")),))
     assert match_http(fallback, req)
 
 
@@ -673,9 +643,7 @@ def test_no_views_means_denied() -> None:
 
 
 def test_dns_requests_through_the_l7_stage() -> None:
-    rules = L7Rules(
-        dns=(DNSRule(match_name="api.stripe.com"), DNSRule(match_pattern="*.amazonaws.com"))
-    )
+    rules = L7Rules(dns=(DNSRule(match_name="api.stripe.com"), DNSRule(match_pattern="*.amazonaws.com")))
     views = [L7PolicyView({CNP}, rules)]
     ok = evaluate_l7(views, DNSQuery("S3.amazonaws.com"))
     assert ok.allowed and ok.matched_rule == DNSRule(match_pattern="*.amazonaws.com")
@@ -762,9 +730,7 @@ def test_http_l7_records() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
-_path_text = st.text(
-    alphabet=st.characters(codec="ascii", exclude_characters="\x00\n"), max_size=30
-)
+_path_text = st.text(alphabet=st.characters(codec="ascii", exclude_characters="\x00\n"), max_size=30)
 
 
 @given(_path_text, _path_text)
@@ -774,13 +740,9 @@ def test_escaped_literal_paths_match_only_themselves(wanted: str, got: str) -> N
 
 
 @given(st.text(alphabet="ab/", max_size=20), st.sampled_from(["a*", "(ab)+", "/a?b*", "[ab/]+"]))
-def test_full_match_agrees_with_a_reference_engine_on_safe_patterns(
-    path: str, pattern: str
-) -> None:
+def test_full_match_agrees_with_a_reference_engine_on_safe_patterns(path: str, pattern: str) -> None:
     # These patterns cannot backtrack badly, so Python's re is a fine oracle here.
-    assert match_http(HTTPRule(path=pattern), HTTPRequest("GET", path)) == (
-        re.fullmatch(pattern, path) is not None
-    )
+    assert match_http(HTTPRule(path=pattern), HTTPRequest("GET", path)) == (re.fullmatch(pattern, path) is not None)
 
 
 # --- seed examples -------------------------------------------------------------------------------
@@ -793,9 +755,7 @@ def _seed_port_rules() -> list[tuple[str, bool, dict[str, Any]]]:
             for direction in ("ingress", "egress"):
                 for i, rule in enumerate(doc.get("spec", {}).get(direction, []) or []):
                     for j, port_rule in enumerate(rule.get("toPorts", []) or []):
-                        where = (
-                            f"{path.name}:{doc['metadata']['name']}.{direction}[{i}].toPorts[{j}]"
-                        )
+                        where = f"{path.name}:{doc['metadata']['name']}.{direction}[{i}].toPorts[{j}]"
                         found.append((where, direction == "ingress", port_rule))
     return found
 
