@@ -3,8 +3,9 @@
 ``test_live.py`` checks a fixed verdict table.  Here hypothesis draws the policies (CNP, CCNP
 and NetworkPolicy over a small label vocabulary, so they select the lab's pods and each
 other's peers) and the flows (TCP, UDP and ICMP echo among the pods and the host, at ports
-that matter to the policies), and whether the lab delivers packets between pods itself
-(Cilium's BPF host routing) or lets the node route them.  Every exchange goes over real
+that matter to the policies) and the address family; the examples alternate between the
+lab delivering packets between pods itself (Cilium's BPF host routing) and letting the node
+route them, and each carries a fixed deny so that both modes see drops.  Every exchange goes over real
 sockets through the tc-attached datapath, and its outcome -- answered or not, and the drop
 reason the datapath reported -- must equal ``Cluster.check()`` of the same addresses on the
 eBPF cluster *and* on a simulator cluster built from the same objects.
@@ -24,6 +25,7 @@ from ciliumpy import Cluster
 from ciliumpy import strategies as cst
 from ciliumpy.backends._simulator import SimulatorBackend
 from ciliumpy.lab import Lab
+from ciliumpy.testing import Flow
 
 pytestmark = pytest.mark.usefixtures("ebpf_available")
 
@@ -52,11 +54,30 @@ POLICIES = st.one_of(
 )
 
 
+# Always part of the example: whatever else is drawn, prod/web -> app=db on 9/TCP is denied
+# (a deny beats every allow), so each example has a drop to compare in its delivery mode.
+ANCHOR_DENY = {
+    "apiVersion": "cilium.io/v2",
+    "kind": "CiliumClusterwideNetworkPolicy",
+    "metadata": {"name": "anchor-deny"},
+    "spec": {
+        "endpointSelector": {"matchLabels": {"app": "db"}},
+        "ingressDeny": [
+            {
+                "fromEndpoints": [{"matchLabels": {"app": "web", "k8s:io.kubernetes.pod.namespace": "prod"}}],
+                "toPorts": [{"ports": [{"port": "9", "protocol": "TCP"}]}],
+            }
+        ],
+    },
+}
+ANCHOR_FLOW = Flow(src="prod/web", dst="prod/db", protocol="TCP", port=9)
+
+
 def _cluster(backend: Any, policies: list[Any]) -> Cluster:
     cluster = Cluster(backend=backend)
     for ref, (labels, ips) in PODS.items():
         cluster.add_endpoint(ref, labels=labels, ips=ips)
-    cluster.apply(*policies)
+    cluster.apply(ANCHOR_DENY, *policies)
     return cluster
 
 
@@ -77,7 +98,9 @@ def _attempt(fn: Any, *args: Any) -> Any:
 @given(data=st.data())
 def _live_outcomes_equal_check(data: st.DataObject, seen: Counter[str]) -> None:
     policies = data.draw(st.lists(POLICIES, max_size=3), label="policies")
-    local_delivery = data.draw(st.booleans(), label="local_delivery")
+    # Alternated, not drawn: set iteration inside the strategies follows PYTHONHASHSEED, so
+    # what is drawn differs between processes, and both modes must be exercised every time.
+    local_delivery = seen["examples"] % 2 == 0
     sim = _attempt(_cluster, SimulatorBackend(), policies)
     ebpf = _attempt(_cluster, "ebpf", policies)
     if isinstance(sim, BaseException) or isinstance(ebpf, BaseException):
@@ -90,10 +113,14 @@ def _live_outcomes_equal_check(data: st.DataObject, seen: Counter[str]) -> None:
     seen["examples"] += 1
     try:
         with Lab(ebpf, local_delivery=local_delivery) as lab:
-            for _ in range(FLOWS_PER_EXAMPLE):
-                flow = data.draw(
-                    cst.flows(sim, protocols=("TCP", "UDP", "ICMP"), world=False, http=False, dns=False),
-                    label="flow",
+            for i in range(FLOWS_PER_EXAMPLE):
+                flow = (
+                    ANCHOR_FLOW
+                    if i == 0
+                    else data.draw(
+                        cst.flows(sim, protocols=("TCP", "UDP", "ICMP"), world=False, http=False, dns=False),
+                        label="flow",
+                    )
                 )
                 port = None if flow.protocol == "ICMP" else max(1, int(flow.port or 1))
                 family = data.draw(st.sampled_from((4, 6)), label="family")
