@@ -69,6 +69,7 @@ from ._selectors import EndpointSelector, Operator, Requirement
 from .backends import BUILTIN_BACKENDS
 from .exceptions import PolicyError
 from .testing import ClusterSpec, Flow
+from .testing import _addresses as _peer_addresses
 
 __all__ = [
     "DEFAULT_LABEL_KEYS",
@@ -1221,16 +1222,6 @@ def clusters(
 
 # --------------------------------------------------------------------------------------------
 # flows and packets
-
-
-def _peer_addresses(cluster: Cluster, who: str) -> tuple[Any, ...]:
-    if who == "world":
-        return (WORLD_IP_V4, WORLD_IP_V6)
-    if who == "host":
-        return (HOST_IP_V4, HOST_IP_V6)
-    if "/" in who:
-        return cluster.endpoint(who).ips
-    return (ipaddress.ip_address(who),)
 
 
 def _interesting_ports(cluster: Cluster, src: str, dst: str, protocol: int) -> list[int]:
