@@ -562,19 +562,19 @@ def report_throughput(samples: dict[Condition, list[Sample]], duration: float, p
             f"{verdict}; softirq time per packet {extra:+,.0f} ns against no filter (one program per packet "
             f"with both decisions, and no routing in the node)"
         )
+
+        def against_base(c: Condition) -> str:
+            cmid, clo, chi = paired(c)
+            added = med[c].softirq_ns - base.softirq_ns
+            return f"per-pass median {cmid:.2f}x [{clo:.2f}-{chi:.2f}], {added:+,.0f} ns of softirq per packet"
+
         stack = next((c for c in med if c.kind == "ebpf-stack"), None)
         if stack is not None:
-            smid, slo, shi = paired(stack)
-            out.append(
-                f"stack-routed (the node routes; two programs per packet): per-pass median {smid:.2f}x "
-                f"[{slo:.2f}-{shi:.2f}], {med[stack].softirq_ns - base.softirq_ns:+,.0f} ns of softirq per packet"
-            )
+            out.append(f"stack-routed (the node routes; two programs per packet): {against_base(stack)}")
         hook = next((c for c in med if c.kind == "hook"), None)
         if hook is not None:
-            hmid, hlo, hhi = paired(hook)
             out.append(
-                f"tc hooks alone (tc_pass where the datapath is attached): per-pass median {hmid:.2f}x "
-                f"[{hlo:.2f}-{hhi:.2f}], {med[hook].softirq_ns - base.softirq_ns:,.0f} ns of softirq per packet; "
+                f"tc hooks alone (tc_pass where the datapath is attached): {against_base(hook)}; "
                 "the stack-routed programs' own share is "
                 f"{med[stack or top].softirq_ns - med[hook].softirq_ns:,.0f} ns"
             )
