@@ -30,6 +30,7 @@ from ._datapath import (
     IPNetwork,
 )
 from ._labels import (
+    CILIUM_LABEL_PREFIX,
     CLUSTER_KEY,
     NAMESPACE_KEY,
     NAMESPACE_LABELS_PREFIX,
@@ -41,7 +42,14 @@ from ._labels import (
     cidr_label,
 )
 
-__all__ = ["Identity", "IdentityAllocator", "endpoint_identity_labels", "is_identity_relevant"]
+__all__ = [
+    "Identity",
+    "IdentityAllocator",
+    "endpoint_identity_labels",
+    "filter_pod_labels",
+    "is_identity_relevant",
+    "sanitize_pod_labels",
+]
 
 
 def _reserved(*names: str) -> LabelSet:
@@ -116,6 +124,41 @@ def is_identity_relevant(key: str) -> bool:
     return bool(includes) and max(includes) > min(ignores)
 
 
+def filter_pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """A pod's own labels without those Cilium owns: every key starting ``io.cilium.k8s``.
+
+    Mirrors ``filterPodLabels`` (pkg/k8s/watchers/pod.go, pkg/k8s/utils/utils.go): a plain
+    string-prefix test, so ``io.cilium.k8s.policy.cluster`` and ``io.cilium.k8sfoo`` go too.
+    """
+    return {k: v for k, v in labels.items() if not k.startswith(CILIUM_LABEL_PREFIX)}
+
+
+def sanitize_pod_labels(
+    labels: Mapping[str, str],
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    service_account: str,
+    cluster: str,
+) -> dict[str, str]:
+    """The k8s labels Cilium gives a pod before the label filter (``SanitizePodLabels``).
+
+    The keys Cilium derives are *assigned*, never added next to a pod's own value, so a pod
+    cannot claim another namespace, service account, cluster or namespace label: its own
+    ``io.cilium.k8s*`` labels are dropped first, then the namespace labels, the namespace
+    name, the service account (removed when empty) and the cluster name are written.
+    """
+    out = filter_pod_labels(labels)
+    for k, v in namespace_labels.items():
+        out[NAMESPACE_LABELS_PREFIX + k] = v
+    out[NAMESPACE_KEY] = namespace
+    if service_account:
+        out[SERVICE_ACCOUNT_KEY] = service_account
+    else:
+        out.pop(SERVICE_ACCOUNT_KEY, None)
+    out[CLUSTER_KEY] = cluster
+    return out
+
+
 def endpoint_identity_labels(
     labels: Mapping[str, str],
     namespace: str,
@@ -123,14 +166,13 @@ def endpoint_identity_labels(
     service_account: str,
     cluster: str,
 ) -> LabelSet:
-    """The identity labels Cilium derives for a pod (§1.9, §2.2)."""
-    out = [Label(SOURCE_K8S, k, v) for k, v in labels.items() if is_identity_relevant(k)]
-    out.append(Label(SOURCE_K8S, NAMESPACE_KEY, namespace))
-    for k, v in namespace_labels.items():
-        out.append(Label(SOURCE_K8S, NAMESPACE_LABELS_PREFIX + k, v))
-    out.append(Label(SOURCE_K8S, SERVICE_ACCOUNT_KEY, service_account))
-    out.append(Label(SOURCE_K8S, CLUSTER_KEY, cluster))
-    return LabelSet(out)
+    """The identity labels Cilium derives for a pod (§1.9, §2.2).
+
+    :func:`sanitize_pod_labels`, then the default label filter (:func:`is_identity_relevant`),
+    all with source ``k8s``.
+    """
+    sanitized = sanitize_pod_labels(labels, namespace, namespace_labels, service_account, cluster)
+    return LabelSet(Label(SOURCE_K8S, k, v) for k, v in sanitized.items() if is_identity_relevant(k))
 
 
 @attrs.frozen

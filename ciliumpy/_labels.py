@@ -48,7 +48,9 @@ KNOWN_SOURCES = frozenset(
     }
 )
 
-# Keys Cilium derives for every pod (pkg/k8s/apis/cilium.io/const.go).
+# Keys Cilium derives for every pod (pkg/k8s/apis/cilium.io/const.go). Pod labels whose key
+# starts with CILIUM_LABEL_PREFIX are Cilium's own and are dropped from a pod's labels.
+CILIUM_LABEL_PREFIX = "io.cilium.k8s"
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."
 SERVICE_ACCOUNT_KEY = "io.cilium.k8s.policy.serviceaccount"
