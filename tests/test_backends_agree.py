@@ -7,7 +7,7 @@ its clusters mirrored (:class:`cluster_pairs.MirroredCluster`): each cluster exi
 simulator and on one shared :class:`~ciliumpy.backends._ebpf.EBPFBackend`, every call goes to
 both, every verdict (and map state, identity, error) must be equal, the kernel maps must hold
 what was compiled, and the tests' own assertions -- the upstream expectations -- are made on
-the eBPF cluster's answers.  The seed demo (``ciliumpy.cli.DEMO_FLOWS`` on ``examples/seed``)
+the eBPF cluster's answers.  The seed demo (``ciliumpy.SEED_FLOWS`` on ``examples/seed``)
 is compared flow by flow, and its table printed by both backends.
 """
 
@@ -24,8 +24,9 @@ import test_distillery
 import test_distillery_cidr
 from cluster_pairs import MirroredCluster, SharedDatapath
 
-from ciliumpy import cli
 from ciliumpy.backends._ebpf import EBPFBackend
+from ciliumpy.cli.demo import run_demo
+from ciliumpy.examples import SEED_DNS_RECORDS, SEED_FLOWS, seed_path
 
 pytestmark = pytest.mark.requires_ebpf
 
@@ -131,11 +132,11 @@ def test_an_authenticated_pair_passes_on_both_backends(datapath: SharedDatapath)
 # ---------------------------------------------------------------- the seed demo
 def test_seed_demo_flows_agree(datapath: SharedDatapath) -> None:
     c = MirroredCluster(datapath)
-    c.apply(cli.seed_path())
-    c.add_dns_records(cli.DEMO_DNS, ttl=300)
-    verdicts = [c.check(src, dst, port, proto, http=http) for src, dst, port, proto, http, _ in cli.DEMO_FLOWS]
+    c.apply(seed_path())
+    c.add_dns_records(SEED_DNS_RECORDS, ttl=300)
+    verdicts = [c.check(src, dst, port, proto, http=http) for src, dst, port, proto, http, _ in SEED_FLOWS]
     c.check_kernel()  # with the addresses the DNS lookups learned
-    assert c.verdicts == len(cli.DEMO_FLOWS)
+    assert c.verdicts == len(SEED_FLOWS)
     # The demo shows every outcome: all three verdicts, L7 denials and refused DNS lookups.
     assert {v.verdict for v in verdicts} == {"FORWARDED", "DROPPED", "REDIRECTED"}
     assert any(v.http_status == 403 for v in verdicts)
@@ -146,6 +147,6 @@ def test_demo_prints_the_same_table_on_both_backends() -> None:
     tables = {}
     for backend in ("simulator", "ebpf"):
         out = io.StringIO()
-        assert cli.demo(out, backend) == 0
+        assert run_demo(out, backend) == 0
         tables[backend] = out.getvalue().replace(f"on the {backend} backend", "on the <backend> backend")
     assert tables["ebpf"] == tables["simulator"]

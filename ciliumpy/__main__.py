@@ -1,0 +1,5 @@
+"""``python -m ciliumpy``: the ``ciliumpy`` command."""
+
+from .cli import main
+
+raise SystemExit(main())
