@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -33,6 +33,7 @@ from ._datapath import (
     RuleOrigin,
     TCPFlags,
 )
+from ._events import EventLog
 from ._identity import (
     Identity,
     IdentityAllocator,
@@ -82,6 +83,9 @@ from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
 from .backends._simulator import LPMTable
 from .exceptions import PolicyError, UnknownEndpointError
+
+if TYPE_CHECKING:
+    from .hubble import Flow
 
 __all__ = ["Cluster", "Resolution"]
 
@@ -164,6 +168,7 @@ class Cluster:
         self._open_conns: dict[tuple[int, IPAddress, IPAddress, int, int], float] = {}
         self._reset_derived()
         self._sport = itertools.count(40000)
+        self.events = EventLog()  # every decision, for ciliumpy.hubble's flow store
 
     # ------------------------------------------------------------------------------------
     # construction
@@ -1034,6 +1039,7 @@ class Cluster:
         )
         if not probe:
             self._track_connection(packet, verdict.allowed)
+        self.events.emit(verdict)
         return verdict
 
     def _track_connection(self, packet: Packet, allowed: bool) -> None:
@@ -1180,9 +1186,11 @@ class Cluster:
         )
         if redirected and result.answers:
             self._refresh_fqdn_ips()
-        return Resolution(
+        resolution = Resolution(
             name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers)
         )
+        self.events.emit(resolution)
+        return resolution
 
     def expire_dns(self) -> None:
         """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
@@ -1210,6 +1218,18 @@ class Cluster:
             return attrs.evolve(res.verdict, failure=f"DNS lookup of {res.name} failed: {why}", dns=res)
         verdict = self.check(src, res.answers[0], port, protocol, http)
         return attrs.evolve(verdict, dns=res)
+
+    def observe(self, **filters: Any) -> list[Flow]:
+        """Stored flows matching ``hubble observe`` filters (see :mod:`ciliumpy.hubble`)."""
+        from .hubble import observe
+
+        return observe(self, **filters)
+
+    def flows(self, *, follow: bool = False, **filters: Any) -> Iterator[Flow]:
+        """Iterate the stored flows; ``follow=True`` keeps yielding new ones as they arrive."""
+        from .hubble import flows
+
+        return flows(self, follow=follow, **filters)
 
     def reachable(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
         return self.check(src, dst, port, protocol).allowed

@@ -12,6 +12,7 @@ __all__ = [
     "BPFError",
     "BackendUnavailableError",
     "CiliumpyError",
+    "FlowFormatError",
     "LabError",
     "MapFullError",
     "PolicyError",
@@ -138,3 +139,11 @@ class LabError(CiliumpyError, OSError):
     def __str__(self) -> str:
         head = f"{' '.join(self.command)}: " if self.command else ""
         return f"{head}{self.strerror}"
+
+
+class FlowFormatError(PolicyError):
+    """A Hubble flow record (``hubble observe -o json``/``jsonpb`` line) that cannot be read.
+
+    ``document`` is the file, ``line`` the 1-based line number and ``field`` the dotted path of
+    the offending field inside the record (``flow.l4.TCP.source_port``).
+    """

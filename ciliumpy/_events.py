@@ -1,0 +1,80 @@
+"""The cluster's event log: every decision, in order, for whoever observes the cluster.
+
+Cilium's datapath writes monitor events into a perf ring buffer and Hubble decodes them
+later, in its own goroutine; the datapath never waits for Hubble. ``EventLog`` plays the
+ring buffer: :meth:`emit` appends the raw decision object (a ``Verdict``, a
+``Resolution``, a lab ``LiveResult``) in constant time, and a reader such as
+``ciliumpy.hubble``'s flow store decodes them when it is asked for flows. A reader that
+registers a ``drain`` callback is called before the log would overwrite events it has not
+read, so nothing is lost while it is attached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["EventLog"]
+
+DEFAULT_CAPACITY = 4096
+
+
+class EventLog:
+    """A bounded, append-only log of decision events with a sequence number.
+
+    ``seq`` counts every event ever emitted; :meth:`since` returns the events after a
+    sequence number that are still held and how many were overwritten in between.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._buf: deque[Any] = deque(maxlen=max(capacity, 1))
+        self.enabled = capacity > 0
+        self.seq = 0
+        self.drain: Callable[[], None] | None = None
+        self._cond = threading.Condition()
+        self._waiters = 0
+
+    @property
+    def capacity(self) -> int:
+        """How many events the log holds; 0 means the log is off and keeps nothing."""
+        return (self._buf.maxlen or 0) if self.enabled else 0
+
+    @capacity.setter
+    def capacity(self, n: int) -> None:
+        self.enabled = n > 0
+        self._buf = deque(self._buf, maxlen=max(n, 1))
+
+    def emit(self, event: Any) -> None:
+        """Record one event (called on every decision; must stay cheap)."""
+        if not self.enabled:
+            return
+        buf = self._buf
+        if self.drain is not None and len(buf) == buf.maxlen:
+            self.drain()
+        buf.append(event)
+        self.seq += 1
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+
+    def since(self, seq: int) -> tuple[list[Any], int, int]:
+        """``(events after seq still held, number overwritten before them, new seq)``."""
+        now = self.seq
+        missing = now - seq
+        held = min(missing, len(self._buf))
+        events = list(self._buf)[len(self._buf) - held :] if held else []
+        return events, missing - held, now
+
+    def wait(self, seq: int, timeout: float | None) -> bool:
+        """Block until an event after ``seq`` is emitted (or ``timeout`` seconds pass)."""
+        with self._cond:
+            self._waiters += 1
+            try:
+                return self._cond.wait_for(lambda: self.seq > seq, timeout)
+            finally:
+                self._waiters -= 1
+
+    def __len__(self) -> int:
+        return len(self._buf)
