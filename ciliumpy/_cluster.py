@@ -1079,10 +1079,9 @@ class Cluster:
             return HookVerdict(res, entry)
         from ._l7 import evaluate_l7
 
-        views = pol.l7_views(res.direction, packet.protocol, packet.policy_port, res.remote_identity, self._cache)
-        decision = evaluate_l7(views, request)
-        # Without a request the decision only describes what the proxy would accept.
-        return HookVerdict(res, entry, decision if request is not None else None, tuple(decision.accepts))
+        decision = evaluate_l7(pol.l7_views(res, packet.protocol, packet.policy_port, self._cache), request)
+        judged = decision if request is not None else None  # else: only what the proxy would accept
+        return HookVerdict(res, entry, judged, decision.accepts, decision.proxy_parser)
 
     def _ref_of_ep_id(self, num: int) -> str | None:
         return self._ref_by_ep_id.get(num)

@@ -503,6 +503,17 @@ def _matches_everything(rule: L7Rule) -> bool:
     return rule == type(rule)()
 
 
+def _counts_as_wildcard(rule: L7Rule) -> bool:
+    # pkg/policy/l4.go hasWildcard: what already makes the default-allow wildcard redundant.
+    # Narrower than _matches_everything for Kafka (any rule without a topic) and DNS (only
+    # the literal pattern "*").
+    if isinstance(rule, DNSRule):
+        return rule.match_pattern == "*"
+    if isinstance(rule, KafkaRule):
+        return not rule.topic
+    return _matches_everything(rule)
+
+
 def _l7_entry(item: object, path: str) -> FrozenStrMap:
     entry = _mapping(item, path, "l7 rule")
     for key, value in entry.items():
@@ -681,6 +692,18 @@ class L7Rules:
         if not parser:
             raise ValueError("allow_all needs a parser name")
         return cls(l7proto=parser, l7=(FrozenStrMap(),))
+
+    def with_wildcard(self) -> L7Rules:
+        """These rules plus their parser's allow-all rule, unless one is already present.
+
+        What Cilium (>= 1.18) does to the L7 rules of an allow when the direction is not
+        default-deny (``enableDefaultDeny: false``): the port is still redirected, so the
+        requests are visible, but every request is allowed.
+        """
+        parser = self.parser
+        if parser is None or not self.rules or any(_counts_as_wildcard(r) for r in self.rules):
+            return self
+        return self.merged(L7Rules.allow_all(parser))
 
     def describe(self) -> tuple[str, ...]:
         """One short description per rule (``("*",)`` when nothing is restricted)."""
@@ -1087,12 +1110,17 @@ class L7PolicyView:
 
     ``rules`` is ``None`` for a plain allow (no L7 restrictions); ``l3_only`` marks the
     port-0 allows that the proxy also consults; ``deny`` marks a deny on that selector.
+    ``proxy_parser`` is the parser of the proxy the packet was redirected to, when known;
+    ``foreign_parser`` names the parser of a selector whose rules that proxy does not
+    enforce (its ``rules`` are then ``None``).
     """
 
     origins: frozenset[RuleOrigin] = attrs.field(converter=_origin_set)
     rules: L7Rules | None = None
     deny: bool = False
     l3_only: bool = False
+    proxy_parser: str | None = None
+    foreign_parser: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -1111,6 +1139,7 @@ class L7Decision:
     accepts: tuple[str, ...]
     parser: str | None = None
     header_actions: tuple[str, ...] = ()
+    proxy_parser: str | None = None
 
 
 def _origins_text(origins: Iterable[RuleOrigin]) -> str:
@@ -1196,6 +1225,7 @@ def evaluate_l7(
     """
     is_http = isinstance(request, HTTPRequest)
     parser = None if request is None else _request_parser(request)
+    proxy_parser = next((v.proxy_parser for v in views if v.proxy_parser), None)
     denies = [v for v in views if v.deny]
     if denies:
         origins = frozenset().union(*(v.origins for v in denies))
@@ -1207,6 +1237,7 @@ def evaluate_l7(
             reason=f"denied: {_origins_text(origins)} denies this peer on this port",
             accepts=(),
             parser=parser,
+            proxy_parser=proxy_parser,
         )
     open_views = [v for v in views if v.rules is None or not v.rules.restricts]
     accepts: list[str] = []
@@ -1226,6 +1257,7 @@ def evaluate_l7(
             reason="denied: no policy selects this peer on this port",
             accepts=(),
             parser=parser,
+            proxy_parser=proxy_parser,
         )
     if open_views:
         origins = frozenset().union(*(v.origins for v in open_views))
@@ -1234,6 +1266,9 @@ def evaluate_l7(
             if all(v.l3_only for v in open_views)
             else "no L7 restrictions for this peer on this port"
         )
+        foreign = sorted({v.foreign_parser for v in open_views if v.foreign_parser})
+        if foreign and all(v.foreign_parser for v in open_views):
+            kinds = f"the {'/'.join(foreign)} rules for this peer are not enforced by the {proxy_parser} proxy"
         return L7Decision(
             allowed=True,
             status=200 if is_http else None,
@@ -1242,6 +1277,7 @@ def evaluate_l7(
             reason=f"allowed: {kinds} ({_origins_text(origins)})",
             accepts=accepts_t,
             parser=parser,
+            proxy_parser=proxy_parser,
         )
     if request is None:
         return L7Decision(
@@ -1251,7 +1287,8 @@ def evaluate_l7(
             matched_origins=frozenset().union(*(v.origins for v in views)),
             reason="redirected to the proxy; only requests matching an L7 rule are allowed",
             accepts=accepts_t,
-            parser=views[0].rules.parser if views[0].rules is not None else None,
+            parser=proxy_parser or (views[0].rules.parser if views[0].rules is not None else None),
+            proxy_parser=proxy_parser,
         )
     tried: list[str] = []
     matched: L7Rule | None = None
@@ -1275,6 +1312,7 @@ def evaluate_l7(
             reason=f"allowed: {_describe(request)} matches {desc} ({_origins_text(matched_origins)})",
             accepts=accepts_t,
             parser=parser,
+            proxy_parser=proxy_parser,
             header_actions=tuple(actions),
         )
     refusal = {"http": "403 Forbidden", "dns": "REFUSED"}.get(parser or "", "refused")
@@ -1286,6 +1324,7 @@ def evaluate_l7(
         reason=f"denied ({refusal}): {_describe(request)} matches no L7 rule; tried: " + "; ".join(tried),
         accepts=accepts_t,
         parser=parser,
+        proxy_parser=proxy_parser,
     )
 
 

@@ -18,6 +18,7 @@ import attrs
 
 from ._datapath import (
     ID_HOST,
+    DatapathResult,
     Direction,
     IPNetwork,
     MapStateKey,
@@ -396,8 +397,6 @@ class L4Filter:
     first: int
     last: int
     selectors: dict[PeerSelector, SelectorPolicy] = attrs.field(factory=dict)
-    parser: str | None = None
-    parser_origins: frozenset[RuleOrigin] = frozenset()
 
     @property
     def is_l3_only(self) -> bool:
@@ -408,15 +407,18 @@ class L4Filter:
             return True
         return self.protocol == protocol and self.first <= port <= self.last
 
+    def parsers(self) -> dict[PeerSelector, str]:
+        """The L7 parser of each selector that redirects (Cilium >= 1.18: per selector)."""
+        return {
+            sel: pol.l7.parser
+            for sel, pol in self.selectors.items()
+            if not pol.deny and pol.l7 is not None and pol.l7.parser is not None
+        }
+
     def add(self, sel: PeerSelector, contrib: SelectorPolicy, path: str) -> None:
-        # One L7 parser per L4 filter (pkg/policy/rule.go mergePortProto): http for one peer
-        # and kafka for another on the same port cannot coexist.
-        parser = contrib.l7.parser if contrib.l7 is not None else None
-        if parser is not None and not contrib.deny:
-            if self.parser is not None and self.parser != parser:
-                _conflict(self.parser, parser, contrib, self.parser_origins)
-            self.parser = parser
-            self.parser_origins = self.parser_origins | contrib.origins
+        # Since Cilium 1.18 the parser belongs to each selector's policy (pkg/policy/l4.go
+        # PerSelectorPolicy.L7Parser): DNS for one peer and HTTP for another on the same
+        # port are valid; only two parsers on the *same* selector conflict.
         old = self.selectors.get(sel)
         if old is None:
             self.selectors[sel] = contrib
@@ -424,14 +426,14 @@ class L4Filter:
         self.selectors[sel] = _merge_selector_policy(old, contrib, path)
 
 
-def _conflict(first: str, second: str, contrib: SelectorPolicy, earlier: frozenset[RuleOrigin]) -> None:
-    where = min(contrib.origins) if contrib.origins else None
-    raise PolicyError(
+def _conflict(first: str, second: str, origins: frozenset[RuleOrigin], path: str) -> PolicyError:
+    where = min(origins) if origins else None
+    return PolicyError(
         f"cannot merge conflicting L7 parsers ({first}/{second})",
         kind=where.kind if where else None,
         namespace=(where.namespace or None) if where else None,
         name=where.name if where else None,
-        field=f"{where.rule}.toPorts" if where else None,
+        field=f"{where.rule}.toPorts" if where else path,
     )
 
 
@@ -441,6 +443,9 @@ def _merge_selector_policy(a: SelectorPolicy, b: SelectorPolicy, path: str) -> S
         return SelectorPolicy(deny=True, origins=frozenset(o for p in (a, b) if p.deny for o in p.origins))
     l7: L7Rules | None
     if a.l7 is not None and b.l7 is not None:
+        mine, theirs = a.l7.parser, b.l7.parser
+        if mine is not None and theirs is not None and mine != theirs:
+            raise _conflict(mine, theirs, b.origins, path)
         l7 = a.l7.merged(b.l7)
     elif a.l7 is not None or b.l7 is not None:
         # a plain allow on the same selector/port turns the L7 set into allow-all (§1.5)
@@ -506,11 +511,22 @@ class EndpointPolicy:
     selectors: frozenset[PeerSelector]
     uses_cluster_ports: bool = False
     uses_services: bool = False
+    #: proxy port -> parser of every redirect in the map state
+    redirects: dict[int, str] = attrs.field(factory=dict)
 
-    def l7_views(self, direction: Direction, protocol: int, port: int, remote: int, cache: SelectorCache) -> list[Any]:
-        """Per-selector policies that apply to ``remote`` on (protocol, port) (§3.9 step 5)."""
+    def l7_views(self, res: DatapathResult, protocol: int, port: int, cache: SelectorCache) -> list[Any]:
+        """Per-selector policies that apply to the remote identity of a redirected hook
+        result on (protocol, port) (§3.9 step 5).
+
+        A selector whose rules are for another parser than the proxy the packet was
+        redirected to is passed as a rule without L7 restrictions: that proxy does not
+        enforce them (Cilium's NPDS sends such a selector to Envoy with no HTTP rules, and
+        the DNS proxy allows every name to a selector without DNS rules).
+        """
         from ._l7 import L7PolicyView
 
+        direction, remote = res.direction, res.remote_identity
+        proxy_parser = self.redirects.get(res.proxy_port)
         views = []
         for flt in self.filters.get(direction, []):
             if not flt.covers_port(protocol, port):
@@ -518,12 +534,16 @@ class EndpointPolicy:
             for sel, pol in flt.selectors.items():
                 ids = cache.select(sel)
                 if 0 in ids or remote in ids:
+                    parser = pol.l7.parser if pol.l7 is not None else None
+                    foreign = proxy_parser is not None and parser is not None and parser != proxy_parser
                     views.append(
                         L7PolicyView(
                             origins=pol.origins,
-                            rules=pol.l7,
+                            rules=None if foreign and not pol.deny else pol.l7,
                             deny=pol.deny,
                             l3_only=flt.is_l3_only,
+                            proxy_parser=proxy_parser,
+                            foreign_parser=parser if foreign else None,
                         )
                     )
         return views
@@ -583,6 +603,11 @@ class PolicyCompiler:
         for d, deny_all in (np_directions or {}).items():
             enforced[d] = True
             default_deny[d] = default_deny[d] or deny_all
+        if mode == "never":
+            enforced = {d: False for d in Direction}
+        elif mode == "always" or is_init:
+            enforced = {d: True for d in Direction}
+            default_deny = {d: True for d in Direction}
         for sel_rule in rules:
             for d in Direction:
                 for deny in (False, True):
@@ -590,14 +615,11 @@ class PolicyCompiler:
                     for i, peer_rule in enumerate(sel_rule.rule.rules_for(d, deny)):
                         path = f"{sel_rule.origin.rule}.{section}[{i}]"
                         origin = attrs.evolve(sel_rule.origin, rule=path)
-                        got, cluster_ports = self._rule_contributions(sel_rule, peer_rule, origin, path, own_ports)
+                        got, cluster_ports = self._rule_contributions(
+                            sel_rule, peer_rule, origin, path, own_ports, default_deny[d]
+                        )
                         uses_cluster_ports = uses_cluster_ports or cluster_ports
                         contributions.extend(got)
-        if mode == "never":
-            enforced = {d: False for d in Direction}
-        elif mode == "always" or is_init:
-            enforced = {d: True for d in Direction}
-            default_deny = {d: True for d in Direction}
 
         filters: dict[Direction, dict[tuple[int, int, int], L4Filter]] = {d: {} for d in Direction}
         for c in contributions:
@@ -643,6 +665,12 @@ class PolicyCompiler:
             rules=list(rules),
             selectors=frozenset(used),
             uses_cluster_ports=uses_cluster_ports,
+            redirects={
+                self.config.proxy_port(d, parser): parser
+                for d in Direction
+                for flt in filters[d].values()
+                for parser in flt.parsers().values()
+            },
         )
 
     def _distill(self, builder: MapStateBuilder, flt: L4Filter) -> None:
@@ -690,6 +718,7 @@ class PolicyCompiler:
         origin: RuleOrigin,
         path: str,
         own_ports: Mapping[str, int],
+        default_deny: bool = True,
     ) -> tuple[list[_Contribution], bool]:
         direction = peer_rule.direction
         selectors = self.peer_selectors(sel_rule, peer_rule)
@@ -719,6 +748,11 @@ class PolicyCompiler:
             return out, False
         for port_rule in peer_rule.to_ports:
             l7 = port_rule.rules if port_rule.has_l7 else None
+            if l7 is not None and l7.parser is not None and l7.rules and not default_deny and not peer_rule.deny:
+                # Cilium >= 1.18 (createL4Filter, ensureWildcard): without default deny in
+                # this direction, L7 rules only add visibility, so the parser's allow-all
+                # rule is appended and nothing the endpoint allowed before is refused.
+                l7 = l7.with_wildcard()
             pol = SelectorPolicy(
                 deny=peer_rule.deny,
                 l7=l7,

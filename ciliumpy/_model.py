@@ -697,9 +697,10 @@ class CIDRRule:
         if cidr is not None:
             net = parse_cidr(cidr, f"{field}.cidr")
             for i, enet in enumerate(excepts):
-                # The agent checks that the except's address lies inside the allowed
-                # prefix (netip.Prefix.Contains), which also rejects a family mismatch.
-                if enet.version != net.version or enet.network_address not in net:
+                # The agent (1.19, CIDRRule.sanitize) checks that the except's address lies
+                # inside the allowed prefix (which also rejects a family mismatch) and that
+                # the except is not broader than it (10.0.0.0/24 except 10.0.0.0/16).
+                if enet.version != net.version or enet.network_address not in net or enet.prefixlen < net.prefixlen:
                     raise PolicyError(
                         f"allow CIDR prefix {cidr} does not contain exclude CIDR prefix {excepts_raw[i]}",
                         field=f"{field}.except[{i}]",

@@ -65,6 +65,7 @@ class HookVerdict:
     entry: PolicyEntry | None = None
     l7: Any = None  # an L7Decision when the hook redirected and a request was judged
     accepts: tuple[str, ...] = ()  # what the proxy would accept, when no request was given
+    parser: str | None = None  # the L7 parser of the proxy the hook redirected to
 
     @property
     def direction(self) -> Direction:
@@ -243,7 +244,8 @@ class Verdict:
             if res.action == Action.DROP and res.drop_reason is not None:
                 lines.append(f"    -> drop {res.drop_reason.value} ({res.drop_reason.text})")
             elif res.action == Action.REDIRECT:
-                lines.append(f"    -> redirected to the L7 proxy on port {res.proxy_port}")
+                proxy = f"{hook.parser} proxy" if hook.parser else "L7 proxy"
+                lines.append(f"    -> redirected to the {proxy} on port {res.proxy_port}")
                 if hook.l7 is not None:
                     lines.append(f"    L7: {'allowed' if hook.l7.allowed else 'denied'}: {hook.l7.reason}")
                     if getattr(hook.l7, "status", None):

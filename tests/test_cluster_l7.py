@@ -526,15 +526,6 @@ def test_conflicting_l7_parsers_within_one_policy_are_rejected(cluster: Cluster)
 
 
 @SIMULATOR_ONLY
-def test_conflicting_l7_parsers_on_the_same_port_for_different_selectors_are_rejected(cluster: Cluster) -> None:
-    kafka_from_other = server_policy(
-        "kafka-other", [{"fromEndpoints": from_app("other"), "toPorts": tcp(80, {"kafka": [{"topic": "orders"}]})}]
-    )
-    with pytest.raises(PolicyError, match="conflicting L7 parsers"):
-        cluster.apply(PUBLIC_ONLY, kafka_from_other)
-
-
-@SIMULATOR_ONLY
 def test_conflicting_l7_parsers_error_names_where(cluster: Cluster) -> None:
     cluster.apply(PUBLIC_ONLY)
     with pytest.raises(PolicyError) as info:

@@ -451,6 +451,15 @@ CASES: list[tuple[str, str, str, str | None, Any, str | None]] = [
         "CiliumNetworkPolicy",
     ),
     (
+        # Cilium 1.19 (CIDRRule.sanitize) also rejects an except broader than its CIDR.
+        "except-broader-than-cidr",
+        spec_with("egress:\n- toCIDRSet:\n  - cidr: 10.0.0.0/24\n    except:\n    - 10.0.0.0/16  #!\n"),
+        "allow CIDR prefix 10.0.0.0/24 does not contain exclude CIDR prefix 10.0.0.0/16",
+        "spec.egress[0].toCIDRSet[0].except[0]",
+        "10.0.0.0/16",
+        "CiliumNetworkPolicy",
+    ),
+    (
         "except-bare-ip",
         spec_with("egress:\n- toCIDRSet:\n  - cidr: 10.0.0.0/8\n    except:\n    - 10.1.1.1  #!\n"),
         "must be of type cidr",
@@ -1033,6 +1042,10 @@ ACCEPTED = [
         id="dns-on-host-egress",
     ),
     pytest.param(CNP_HEAD.replace("spec:\n", "specs: []\n"), id="empty-specs"),
+    pytest.param(
+        spec_with("egress:\n- toCIDRSet:\n  - cidr: 10.0.0.0/24\n    except: [10.0.0.0/24, 10.0.0.128/25]\n"),
+        id="except-as-wide-as-its-cidr",
+    ),
     pytest.param(
         np_(
             "podSelector: {}\ningress:\n- from: []\n"
