@@ -42,7 +42,7 @@ from ._identity import (
     world_label_for,
 )
 from ._labels import NAMESPACE_KEY, SOURCE_K8S, Label, LabelSet, cidr_label
-from ._manifests import Document, line_of, load_located, load_objects
+from ._manifests import Document, line_of, load_located, load_objects, locate_error
 from ._mapstate import (
     CompilerConfig,
     EndpointPolicy,
@@ -293,7 +293,10 @@ class Cluster:
         """
         located = load_located(manifests)
         objects = [obj for obj, _ in located]
-        self._apply_objects(objects, {id(obj): doc for obj, doc in located if doc is not None})
+        try:
+            self._apply_objects(objects, {id(obj): doc for obj, doc in located if doc is not None})
+        except PolicyError as exc:
+            raise locate_error(exc, located) from None
         return objects
 
     def delete(self, *manifests: Any) -> None:

@@ -8,6 +8,7 @@ item, so a :class:`~ciliumpy.exceptions.PolicyError` raised deep inside a policy
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,23 @@ import yaml
 from ._model import API_VERSIONS, KINDS, MODEL_TYPES, ModelObject, path_steps
 from .exceptions import PolicyError
 
-__all__ = ["Document", "load_objects", "read_documents"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "Document",
+    "check_shape",
+    "load_objects",
+    "locate_error",
+    "read_documents",
+]
+
+#: Deepest nesting of mappings and lists a document may have (aliases followed). Cilium's
+#: YAML and JSON decoders stop at 10000; Python's recursion stops well before that.
+MAX_DEPTH = 200
+#: Most values a document may expand to when every alias is followed (an "alias bomb" of a
+#: few hundred bytes can expand to billions).
+MAX_NODES = 1_000_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _LineDict(dict[Any, Any]):
@@ -113,16 +130,31 @@ def _is_path_like(source: str) -> bool:
 
 def read_documents(source: Any) -> Iterator[Document]:
     """Yield the documents of a path, directory, text, dict or list of dicts."""
+    if isinstance(source, Mapping | list | tuple):
+        check_shape(source)
+    return _read_documents(source)
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", document=str(path)) from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read: {exc.strerror or exc}", document=str(path)) from None
+
+
+def _read_documents(source: Any) -> Iterator[Document]:
     if isinstance(source, Path) or (isinstance(source, str) and _is_path_like(source)):
         path = Path(source)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
             for f in files:
-                yield from _read_text(f.read_text(encoding="utf-8"), str(f))
+                yield from _read_text(_read_file(f), str(f))
             return
         if not path.exists():
             raise PolicyError("no such file", document=str(path), value=str(path))
-        yield from _read_text(path.read_text(encoding="utf-8"), str(path))
+        yield from _read_text(_read_file(path), str(path))
         return
     if isinstance(source, str):
         yield from _read_text(source, None)
@@ -132,45 +164,182 @@ def read_documents(source: Any) -> Iterator[Document]:
         return
     if isinstance(source, list | tuple):
         for i, item in enumerate(source):
-            for doc in read_documents(item):
+            for doc in _read_documents(item):
                 yield attrs.evolve(doc, index=i if doc.source is None else doc.index)
         return
     raise PolicyError(f"cannot read manifests from a {type(source).__name__}", value=source)
 
 
 def _read_text(text: str, name: str | None) -> Iterator[Document]:
+    where = name or "<text>"
+    if _SURROGATE.search(text):
+        raise PolicyError("text holds a lone UTF-16 surrogate, which is not a character", document=where)
     try:
+        _scan_events(text, where)
         docs = list(yaml.load_all(text, Loader=_LineLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"malformed YAML: {problem}", document=name or "<text>", line=line) from None
+        raise PolicyError(f"malformed YAML: {problem}", document=where, line=line) from None
+    except PolicyError:
+        raise
+    except (ValueError, OverflowError) as exc:
+        # Scalars YAML's resolver types by their look (a timestamp with month 13, an
+        # integer of more digits than Python converts) fail after parsing.
+        raise PolicyError(f"malformed YAML: {exc}", document=where) from None
     for i, data in enumerate(docs):
         if data is None:
             continue
         yield from _expand_lists(Document(data, name, i))
 
 
-def _expand_lists(doc: Document) -> Iterator[Document]:
-    data = doc.data
-    kind = data.get("kind") if isinstance(data, Mapping) else None
-    # ``kind: List`` and typed lists (``CiliumNetworkPolicyList``) as ``kubectl get -o yaml``
-    # writes them.
-    if isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS)):
-        items = data.get("items")
-        if not isinstance(items, list):
-            raise PolicyError(
-                f"{kind} must have items",
-                document=doc.source,
-                line=getattr(data, "line", None),
-                field="items",
-                value=items,
-            )
-        for item in items:
-            yield from _expand_lists(Document(item, doc.source, doc.index))
+def _scan_events(text: str, where: str) -> None:
+    """Reject a document nested deeper than :data:`MAX_DEPTH` or expanding to more than
+    :data:`MAX_NODES` values before it is composed.
+
+    libyaml composes recursively in C (a few hundred thousand ``[`` crash the interpreter),
+    so the check runs on the parser's flat event stream. Each collection's height and
+    expanded size are computed when it closes; an alias counts as its anchor's.
+    """
+    loader = yaml.CSafeLoader(text) if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader(text)
+    try:
+        stack: list[list[Any]] = []  # [height, size, anchor] of each open collection
+        anchors: dict[str, tuple[int, int]] = {}
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionStartEvent):
+                stack.append([0, 1, event.anchor])
+                if len(stack) > MAX_DEPTH:
+                    _too_big(f"nested deeper than {MAX_DEPTH} levels", where, event)
+                continue
+            if isinstance(event, yaml.CollectionEndEvent):
+                height, size, anchor = stack.pop()
+                shape = (height + 1, size)
+                if anchor is not None:
+                    anchors[anchor] = shape
+            elif isinstance(event, yaml.ScalarEvent):
+                shape = (0, 1)
+                if event.anchor is not None:
+                    anchors[event.anchor] = shape
+            elif isinstance(event, yaml.AliasEvent):
+                shape = anchors.get(event.anchor or "", (0, 1))
+            else:
+                continue
+            if stack:
+                top = stack[-1]
+                top[0] = max(top[0], shape[0])
+                top[1] += shape[1]
+                if len(stack) + shape[0] > MAX_DEPTH:
+                    _too_big(f"nested deeper than {MAX_DEPTH} levels (through aliases)", where, event)
+                if top[1] > MAX_NODES:
+                    _too_big(f"expands to more than {MAX_NODES} values (through aliases)", where, event)
+    finally:
+        loader.dispose()
+
+
+def _too_big(reason: str, where: str, event: Any) -> None:
+    raise PolicyError(f"document {reason}", document=where, line=event.start_mark.line + 1)
+
+
+def check_shape(data: Any, where: str | None = None) -> None:
+    """The checks of :func:`_scan_events` for data given as Python objects, plus what only
+    Python objects can hold: cycles and strings with lone surrogates (which no UTF-8 text,
+    so no API server, can carry).
+    """
+    seen: dict[int, tuple[int, int]] = {}  # id -> (height, size) of finished containers
+    open_ids: set[int] = set()
+    # Iterative post-order walk: (object, path, children iterator or None)
+    stack: list[tuple[Any, str, Iterator[tuple[str, Any]] | None, list[int]]] = []
+
+    def fail(reason: str, path: str, value: Any = None) -> None:
+        raise PolicyError(reason, document=where, field=path or None, value=value)
+
+    def visit(obj: Any, path: str) -> tuple[int, int] | None:
+        if isinstance(obj, str):
+            # The same long string may be referenced many times; scan it once.
+            if len(obj) < 64 or id(obj) not in seen:
+                if _SURROGATE.search(obj):
+                    fail("string holds a lone UTF-16 surrogate, which is not a character", path, obj)
+                if len(obj) >= 64:
+                    seen[id(obj)] = (0, 1)
+            return (0, 1)
+        if isinstance(obj, Mapping | list | tuple):
+            done = seen.get(id(obj))
+            if done is not None:
+                return done
+            if id(obj) in open_ids:
+                fail("data contains itself (a reference cycle)", path)
+            if len(stack) >= MAX_DEPTH:
+                fail(f"data nested deeper than {MAX_DEPTH} levels", path)
+            open_ids.add(id(obj))
+            if isinstance(obj, Mapping):
+                items: Iterator[tuple[str, Any]] = _mapping_items(obj, path)
+            else:
+                items = ((f"{path}[{i}]", v) for i, v in enumerate(obj))
+            stack.append((obj, path, items, [0, 1]))
+            return None
+        return (0, 1)
+
+    def add(shape: tuple[int, int]) -> None:
+        acc = stack[-1][3]
+        acc[0] = max(acc[0], shape[0])
+        acc[1] += shape[1]
+        if acc[1] > MAX_NODES:
+            fail(f"data expands to more than {MAX_NODES} values", stack[-1][1])
+        if len(stack) + shape[0] > MAX_DEPTH:
+            fail(f"data nested deeper than {MAX_DEPTH} levels", stack[-1][1])
+
+    first = visit(data, "")
+    if first is not None:
         return
-    yield doc
+    while stack:
+        obj, _path, items, acc = stack[-1]
+        assert items is not None
+        nxt = next(items, None)
+        if nxt is None:
+            stack.pop()
+            open_ids.discard(id(obj))
+            shape = (acc[0] + 1, acc[1])
+            seen[id(obj)] = shape
+            if stack:
+                add(shape)
+            continue
+        sub_path, value = nxt
+        shape_or_none = visit(value, sub_path)
+        if shape_or_none is not None:
+            add(shape_or_none)
+
+
+def _mapping_items(obj: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any]]:
+    for k, v in obj.items():
+        if isinstance(k, str) and _SURROGATE.search(k):
+            raise PolicyError(
+                "key holds a lone UTF-16 surrogate, which is not a character", field=path or None, value=k
+            )
+        yield (f"{path}.{k}" if path else str(k)), v
+
+
+def _expand_lists(doc: Document) -> Iterator[Document]:
+    # ``kind: List`` and typed lists (``CiliumNetworkPolicyList``) as ``kubectl get -o yaml``
+    # writes them; nested lists are walked with a stack, not recursion.
+    pending = [doc.data]
+    while pending:
+        data = pending.pop()
+        kind = data.get("kind") if isinstance(data, Mapping) else None
+        if isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS)):
+            items = data.get("items")
+            if not isinstance(items, list):
+                raise PolicyError(
+                    f"{kind} must have items",
+                    document=doc.source,
+                    line=getattr(data, "line", None),
+                    field="items",
+                    value=items,
+                )
+            pending.extend(reversed(items))
+            continue
+        yield Document(data, doc.source, doc.index)
 
 
 def parse_object(doc: Document) -> ModelObject:
@@ -210,6 +379,16 @@ def parse_object(doc: Document) -> ModelObject:
         )
     try:
         obj: ModelObject = KINDS[kind].from_manifest(data)
+    except RecursionError:
+        # Only Python data can get here (text is checked first): a structure deep enough
+        # to exhaust the stack although within MAX_DEPTH, e.g. under a low recursion limit.
+        raise PolicyError(
+            "document nested too deeply to parse",
+            document=where,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+        ) from None
     except PolicyError as exc:
         if kind in ("CiliumNetworkPolicy", "NetworkPolicy", "Pod", "Service") and not namespace:
             namespace = "default"
@@ -238,3 +417,24 @@ def load_located(sources: Iterable[Any]) -> list[tuple[ModelObject, Document | N
         for doc in read_documents(source):
             out.append((parse_object(doc), doc))
     return out
+
+
+def locate_error(exc: PolicyError, located: Iterable[tuple[ModelObject, Document | None]]) -> PolicyError:
+    """``exc`` with the file and line of the object it names, when that object came from a
+    document: errors found after parsing (an address already in use, L7 parsers that cannot
+    be merged) know the object and field but not where it was written.
+    """
+    if exc.document is not None or exc.kind is None:
+        return exc
+    found: Document | None = None
+    for obj, doc in located:
+        if (
+            doc is not None
+            and exc.kind == obj.KIND
+            and obj.name == exc.name
+            and (getattr(obj, "namespace", "") or None) == (exc.namespace or None)
+        ):
+            found = doc
+    if found is None:
+        return exc
+    return exc.located(document=found.source or "<manifest>", line=line_of(found.data, exc.field))

@@ -183,6 +183,28 @@ def opt_bool(data: Mapping[str, Any], key: str, field: str) -> bool | None:
     return value
 
 
+def opt_int(data: Mapping[str, Any], key: str, field: str, low: int, high: int) -> int | None:
+    """The integer ``data[key]`` within ``low..high``, ``None`` when absent; error otherwise."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError("must be of type integer", field=_join(field, key), value=value)
+    if not low <= value <= high:
+        raise PolicyError(f"must be between {low} and {high}, inclusive", field=_join(field, key), value=value)
+    return value
+
+
+def sub_object(data: Mapping[str, Any], key: str, field: str) -> Mapping[str, Any]:
+    """The mapping ``data[key]`` (empty when absent or null); error for other types."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PolicyError("must be of type object", field=_join(field, key), value=value)
+    return value
+
+
 def _join(field: str, key: str) -> str:
     return f"{field}.{key}" if field else key
 
@@ -1723,43 +1745,56 @@ class Endpoint:
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Endpoint:
+        """A Pod manifest, with the API server's types and ranges for the fields used."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, ns, labels, _ = _metadata(data, True)
-        spec = data.get("spec") or {}
-        if not isinstance(spec, Mapping):
-            raise PolicyError("must be of type object", field="spec", value=spec)
+        spec = sub_object(data, "spec", "")
         ports: list[ContainerPort] = []
-        for ci, c in enumerate(spec.get("containers") or []):
+        for ci, c in enumerate(opt_list(spec, "containers", "spec") or []):
+            cf = f"spec.containers[{ci}]"
             if not isinstance(c, Mapping):
-                raise PolicyError("container must be a mapping", field=f"spec.containers[{ci}]", value=c)
-            for pi, p in enumerate(c.get("ports") or []):
-                pf = f"spec.containers[{ci}].ports[{pi}]"
+                raise PolicyError("must be of type object", field=cf, value=c)
+            for pi, p in enumerate(opt_list(c, "ports", cf) or []):
+                pf = f"{cf}.ports[{pi}]"
                 if not isinstance(p, Mapping):
-                    raise PolicyError("port must be a mapping", field=pf, value=p)
-                num = p.get("containerPort")
-                if isinstance(num, bool) or not isinstance(num, int):
-                    raise PolicyError("containerPort must be an integer", field=f"{pf}.containerPort", value=num)
+                    raise PolicyError("must be of type object", field=pf, value=p)
+                num = opt_int(p, "containerPort", pf, 1, 65535)
+                if num is None:
+                    raise PolicyError("Required value: containerPort", field=f"{pf}.containerPort", value=None)
+                pname = opt_str(p, "name", pf) or None
+                proto = opt_str(p, "protocol", pf) or "TCP"
                 try:
-                    ports.append(ContainerPort(p.get("name"), num, p.get("protocol", "TCP") or "TCP"))
+                    ports.append(ContainerPort(pname, num, proto))
                 except PolicyError as exc:
-                    raise exc.located(field=pf) from None
-        status = data.get("status") or {}
+                    sub = "name" if exc.value == pname else "protocol"
+                    raise exc.located(field=f"{pf}.{sub}") from None
+        status = sub_object(data, "status", "")
         ips: list[str] = []
-        for i, item in enumerate(status.get("podIPs") or []):
-            ip = item.get("ip") if isinstance(item, Mapping) else item
-            ips.append(_check_ip(ip, f"status.podIPs[{i}].ip"))
-        if status.get("podIP") and status["podIP"] not in ips:
-            ips.insert(0, _check_ip(status["podIP"], "status.podIP"))
-        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        for i, item in enumerate(opt_list(status, "podIPs", "status") or []):
+            if not isinstance(item, Mapping):
+                raise PolicyError("must be of type object", field=f"status.podIPs[{i}]", value=item)
+            ip = check_ip(item.get("ip"), f"status.podIPs[{i}].ip")
+            if ip in ips:
+                raise PolicyError("Duplicate value", field=f"status.podIPs[{i}].ip", value=ip)
+            ips.append(ip)
+        pod_ip = opt_str(status, "podIP", "status")
+        if pod_ip:
+            pod_ip = check_ip(pod_ip, "status.podIP")
+            if pod_ip not in ips:
+                ips.insert(0, pod_ip)
+        _one_address_per_family(ips, "status.podIPs")
+        sa = opt_str(spec, "serviceAccountName", "spec") or opt_str(spec, "serviceAccount", "spec") or "default"
+        validate_name(sa, "spec.serviceAccountName")
+        node = opt_str(spec, "nodeName", "spec") or None
         return cls(
             namespace=ns,
             name=name,
             labels=labels,
             ips=tuple(ips),
             ports=tuple(ports),
-            service_account=str(sa),
-            node=spec.get("nodeName"),
-            host_network=bool(spec.get("hostNetwork", False)),
+            service_account=sa,
+            node=node,
+            host_network=bool(opt_bool(spec, "hostNetwork", "spec")),
         )
 
     def to_manifest(self) -> dict[str, Any]:
@@ -1804,11 +1839,23 @@ class Endpoint:
         return None
 
 
-def _check_ip(value: Any, field: str) -> str:
+def check_ip(value: Any, field: str) -> str:
+    """An IP address given as a string, as the API server and Go's ``net.ParseIP`` take it:
+    no integers, no IPv6 zone (``fe80::1%eth0``)."""
+    if not isinstance(value, str):
+        raise PolicyError("must be of type string (an IP address)", field=field, value=value)
+    if "%" in value:
+        raise PolicyError("must be a valid IP address (IPv6 zones are not allowed)", field=field, value=value)
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise PolicyError("invalid IP address", field=field, value=value) from None
+        raise PolicyError("must be a valid IP address", field=field, value=value) from None
+
+
+def _one_address_per_family(ips: Sequence[str], field: str) -> None:
+    versions = [ipaddress.ip_address(ip).version for ip in ips]
+    if len(versions) != len(set(versions)):
+        raise PolicyError("may specify no more than one IP for each IP family", field=field, value=list(ips))
 
 
 @attrs.frozen(kw_only=True)
@@ -1822,13 +1869,22 @@ class Node:
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Node:
+        """A Node manifest; its ``InternalIP``/``ExternalIP`` addresses are kept."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, _, labels, _ = _metadata(data, False)
-        status = data.get("status") or {}
-        ips = []
-        for i, addr in enumerate(status.get("addresses") or []):
-            if isinstance(addr, Mapping) and addr.get("type") in ("InternalIP", "ExternalIP"):
-                ips.append(_check_ip(addr.get("address"), f"status.addresses[{i}].address"))
+        sub_object(data, "spec", "")
+        status = sub_object(data, "status", "")
+        ips: list[str] = []
+        for i, addr in enumerate(opt_list(status, "addresses", "status") or []):
+            af = f"status.addresses[{i}]"
+            if not isinstance(addr, Mapping):
+                raise PolicyError("must be of type object", field=af, value=addr)
+            kind = opt_str(addr, "type", af)
+            address = opt_str(addr, "address", af)
+            if kind in ("InternalIP", "ExternalIP"):
+                ip = check_ip(address, f"{af}.address")
+                if ip not in ips:
+                    ips.append(ip)
         return cls(name=name, labels=labels, ips=tuple(ips))
 
     def to_manifest(self) -> dict[str, Any]:
@@ -1865,33 +1921,46 @@ class Service:
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Service:
+        """A Service manifest, with the API server's types and ranges for the fields used."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, ns, labels, _ = _metadata(data, True, dns1035=True)
-        spec = data.get("spec") or {}
-        if not isinstance(spec, Mapping):
-            raise PolicyError("must be of type object", field="spec", value=spec)
+        spec = sub_object(data, "spec", "")
         sel = spec.get("selector")
         selector = normalize_label_mapping(sel, "spec.selector") if sel is not None else None
         ports = []
-        for i, p in enumerate(spec.get("ports") or []):
+        for i, p in enumerate(opt_list(spec, "ports", "spec") or []):
             pf = f"spec.ports[{i}]"
-            if not isinstance(p, Mapping) or isinstance(p.get("port"), bool) or not isinstance(p.get("port"), int):
-                raise PolicyError("port must be an integer", field=f"{pf}.port", value=p)
-            ports.append(
-                ServicePort(
-                    int(p["port"]),
-                    p.get("targetPort"),
-                    p.get("protocol", "TCP") or "TCP",
-                    p.get("name"),
+            if not isinstance(p, Mapping):
+                raise PolicyError("must be of type object", field=pf, value=p)
+            port = opt_int(p, "port", pf, 1, 65535)
+            if port is None:
+                raise PolicyError("Required value: port", field=f"{pf}.port", value=None)
+            target: int | str | None = p.get("targetPort")
+            if isinstance(target, str):
+                if not is_service_name(target):
+                    raise PolicyError(
+                        "must be a port number or an IANA service name (a letter, at most 15 characters)",
+                        field=f"{pf}.targetPort",
+                        value=target,
+                    )
+            else:
+                target = opt_int(p, "targetPort", pf, 1, 65535)
+            proto = opt_str(p, "protocol", pf) or "TCP"
+            if proto not in ("TCP", "UDP", "SCTP"):
+                raise PolicyError(
+                    'Unsupported value: supported values: "SCTP", "TCP", "UDP"', field=f"{pf}.protocol", value=proto
                 )
-            )
-        ips = [
-            ip
-            for ip in (spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
-            if ip != "None"
-        ]
-        for i, ip in enumerate(ips):
-            _check_ip(ip, f"spec.clusterIPs[{i}]")
+            ports.append(ServicePort(port, target, proto, opt_str(p, "name", pf) or None))
+        cluster_ip = opt_str(spec, "clusterIP", "spec")
+        raw_ips = opt_list(spec, "clusterIPs", "spec")
+        if raw_ips is None:
+            raw_ips = [cluster_ip] if cluster_ip else []
+        ips: list[str] = []
+        for i, ip in enumerate(raw_ips):
+            if ip in ("None", ""):
+                continue
+            ips.append(check_ip(ip, f"spec.clusterIPs[{i}]"))
+        _one_address_per_family(ips, "spec.clusterIPs")
         return cls(
             name=name,
             namespace=ns,

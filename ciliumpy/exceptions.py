@@ -6,6 +6,7 @@ callers may catch ``ValueError`` or ``OSError`` without knowing about ciliumpy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -20,6 +21,63 @@ __all__ = [
 ]
 
 _MISSING: Any = object()
+
+#: At most this many characters of a value (or of a location field) appear in a message.
+MAX_SHOWN = 200
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def bounded_repr(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, without ever building the full text.
+
+    Containers are walked only as far as the budget allows, so a YAML alias bomb (a list
+    whose expansion has billions of items), a very deep or a self-referencing structure
+    costs as little as a short string. Other objects fall back to their own ``repr``, cut.
+    """
+    parts: list[str] = []
+    budget = [limit + 1]  # one over the limit tells us to add the ellipsis
+
+    def put(text: str) -> bool:
+        parts.append(text[: budget[0]])
+        budget[0] -= len(text)
+        return budget[0] > 0
+
+    def walk(obj: Any, depth: int) -> bool:
+        if isinstance(obj, str | bytes | bool | int | float) or obj is None:
+            if isinstance(obj, int) and not isinstance(obj, bool) and obj.bit_length() > 256:
+                return put(f"<int of {obj.bit_length()} bits>")
+            if isinstance(obj, str | bytes) and len(obj) > budget[0]:
+                obj = obj[: budget[0]]
+            return put(repr(obj))
+        if depth > 8:
+            return put("...")
+        if isinstance(obj, Mapping):
+            if not put("{"):
+                return False
+            for i, (k, v) in enumerate(obj.items()):
+                if (i and not put(", ")) or not walk(k, depth + 1) or not put(": ") or not walk(v, depth + 1):
+                    return False
+            return put("}")
+        if isinstance(obj, list | tuple | set | frozenset):
+            opener, closer = ("[", "]") if isinstance(obj, list) else ("(", ")")
+            if not put(opener):
+                return False
+            for i, item in enumerate(obj):
+                if (i and not put(", ")) or not walk(item, depth + 1):
+                    return False
+            return put(closer)
+        try:
+            text = repr(obj)
+        except Exception as exc:  # a value's own repr must not replace the real error
+            text = f"<{type(obj).__name__}: repr failed: {type(exc).__name__}>"
+        return put(text)
+
+    if walk(value, 0):
+        return "".join(parts)
+    return _clip("".join(parts), limit)
 
 
 class CiliumpyError(Exception):
@@ -59,19 +117,21 @@ class PolicyError(CiliumpyError, ValueError):
 
     def _render(self) -> str:
         parts: list[str] = []
-        # Location fields come from user documents and may hold any YAML scalar.
+        # Location fields come from user documents and may hold any YAML scalar; every
+        # piece is bounded so that no input can make a message larger than a few KB.
         if self.document is not None:
-            parts.append(f"{self.document}:{self.line}" if self.line is not None else str(self.document))
+            doc = _shown(self.document)
+            parts.append(f"{doc}:{self.line}" if self.line is not None else doc)
         if self.kind is not None or self.name is not None:
-            obj = str(self.kind or "object")
+            obj = _shown(self.kind or "object")
             if self.name is not None:
-                obj += " " + (f"{self.namespace}/{self.name}" if self.namespace else str(self.name))
+                obj += " " + (f"{_shown(self.namespace)}/{_shown(self.name)}" if self.namespace else _shown(self.name))
             parts.append(obj)
         if self.field:
-            parts.append(str(self.field))
-        msg = str(self.reason)
+            parts.append(_shown(self.field, 2 * MAX_SHOWN))
+        msg = _shown(self.reason, 4 * MAX_SHOWN)
         if self.has_value:
-            msg += f" (got {self.value!r})"
+            msg += f" (got {bounded_repr(self.value)})"
         parts.append(msg)
         return ": ".join(parts)
 
@@ -90,6 +150,10 @@ class PolicyError(CiliumpyError, ValueError):
                 fields[key] = val
         err = type(self)(self.reason, value=self.value if self.has_value else _MISSING, **fields)
         return err
+
+
+def _shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    return _clip(value, limit) if isinstance(value, str) else bounded_repr(value, limit)
 
 
 class UnknownEndpointError(CiliumpyError, LookupError):

@@ -1,0 +1,269 @@
+"""Hostile and careless input gets a precise ciliumpy error, never a crash (issue 9, parts 4-5).
+
+Each test is the input an attacker or a careless user would write; before the fixes each one
+raised ``TypeError``, ``AttributeError``, ``RecursionError``, ``UnicodeEncodeError``, a bare
+``ValueError``, ``struct.error``, built a message of megabytes, or was silently accepted.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ciliumpy import Cluster
+from ciliumpy._manifests import MAX_DEPTH, load_objects
+from ciliumpy.exceptions import CiliumpyError, PolicyError
+
+MAX_MESSAGE = 4096
+
+
+def _pod(spec: str = "", status: str = "") -> str:
+    return f"apiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: d}}\n{spec}\n{status}\n"
+
+
+def _load_error(*sources: Any) -> PolicyError:
+    with pytest.raises(PolicyError) as info:
+        load_objects(list(sources))
+    assert len(str(info.value)) < MAX_MESSAGE
+    return info.value
+
+
+# ---------------------------------------------------------------- wrong types (part 4)
+@pytest.mark.parametrize(
+    ("text", "field", "line"),
+    [
+        (_pod("spec: {containers: 5}"), "spec.containers", 4),
+        (_pod("", "status: running"), "status", 5),
+        (_pod("spec: {containers: [{name: a, ports: 7}]}"), "spec.containers[0].ports", 4),
+        (_pod("spec: {containers: [7]}"), "spec.containers[0]", 4),
+        (
+            _pod("spec: {containers: [{ports: [{containerPort: '80'}]}]}"),
+            "spec.containers[0].ports[0].containerPort",
+            4,
+        ),
+        (
+            _pod("spec: {containers: [{ports: [{containerPort: 80, protocol: 6}]}]}"),
+            "spec.containers[0].ports[0].protocol",
+            4,
+        ),
+        (_pod("spec: {serviceAccountName: [a]}"), "spec.serviceAccountName", 4),
+        (_pod("spec: {nodeName: {a: b}}"), "spec.nodeName", 4),
+        (_pod("", "status: {podIPs: 7}"), "status.podIPs", 5),
+        (_pod("", "status: {podIPs: [10.0.0.1]}"), "status.podIPs[0]", 5),
+        (_pod("spec: 5"), "spec", 4),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: 7}", "spec.ports", 4),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [7]}", "spec.ports[0]", 4),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIPs: 7}", "spec.clusterIPs", 4),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {clusterIP: [1]}", "spec.clusterIP", 4),
+        ("apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {addresses: 7}", "status.addresses", 4),
+        ("apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {addresses: [x]}", "status.addresses[0]", 4),
+        ("apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: running", "status", 4),
+    ],
+)
+def test_wrong_type_in_a_workload_manifest_is_a_located_policy_error(text: str, field: str, line: int) -> None:
+    err = _load_error(text)
+    assert err.field == field
+    assert err.line == line
+
+
+# ---------------------------------------------------------------- values the API server rejects
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        (_pod("", "status: {podIP: 65536}"), "status.podIP"),
+        (_pod("", "status: {podIP: '10.0.0.256'}"), "status.podIP"),
+        (_pod("", "status: {podIP: 'fe80::1%eth0'}"), "status.podIP"),
+        (_pod("", "status: {podIPs: [{ip: 10.0.0.1}, {ip: 10.0.0.2}]}"), "status.podIPs"),
+        (_pod("spec: {hostNetwork: 'false'}"), "spec.hostNetwork"),
+        (_pod("spec: {containers: [{ports: [{containerPort: 70000}]}]}"), "spec.containers[0].ports[0].containerPort"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 99999}]}", "spec.ports[0].port"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0}]}", "spec.ports[0].port"),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, targetPort: 65536}]}",
+            "spec.ports[0].targetPort",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, protocol: ICMP}]}",
+            "spec.ports[0].protocol",
+        ),
+        (
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\nstatus: {addresses: [{type: InternalIP, address: 3}]}",
+            None,
+        ),
+    ],
+)
+def test_value_the_api_server_rejects_is_rejected(text: str, field: str | None) -> None:
+    err = _load_error(text)
+    if field is not None:
+        assert err.field == field
+
+
+def test_host_network_false_is_not_read_as_true() -> None:
+    (pod,) = load_objects([_pod("spec: {hostNetwork: false}")])
+    assert pod.host_network is False
+
+
+# ---------------------------------------------------------------- nesting, aliases, encodings
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 300, 999, 100_000])
+def test_deeply_nested_yaml_is_rejected_before_it_is_composed(depth: int) -> None:
+    # 100,000 nested flow lists crash libyaml's recursive composer (SIGSEGV) if they reach it.
+    err = _load_error(_pod(f"spec: {{containers: {'[' * depth}{']' * depth}}}"))
+    assert "nested deeper" in err.reason
+    assert err.line == 4
+
+
+def test_nesting_through_aliases_is_counted() -> None:
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, 400)]
+    err = _load_error("\n".join(lines))
+    assert "through aliases" in err.reason
+
+
+def test_nested_lists_as_python_data_are_rejected_cleanly() -> None:
+    lst: dict[str, Any] = {"apiVersion": "v1", "kind": "List", "items": []}
+    cur = lst
+    for _ in range(1200):
+        nxt: dict[str, Any] = {"apiVersion": "v1", "kind": "List", "items": []}
+        cur["items"].append(nxt)
+        cur = nxt
+    err = _load_error(lst)
+    assert "nested deeper" in err.reason
+
+
+def test_shallow_nested_lists_are_flattened() -> None:
+    pod = load_objects([_pod()])[0].to_manifest()
+    doc = {"apiVersion": "v1", "kind": "List", "items": [{"apiVersion": "v1", "kind": "List", "items": [pod, pod]}]}
+    assert len(load_objects([doc])) == 2
+
+
+def test_self_referencing_python_data_is_rejected() -> None:
+    doc: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}
+    doc["spec"] = doc
+    err = _load_error(doc)
+    assert "cycle" in err.reason
+
+
+ALIAS_BOMB = textwrap.dedent(
+    """\
+    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+    h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+    i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+    """
+)
+
+
+def test_alias_bomb_is_rejected_quickly_with_a_short_message() -> None:
+    start = time.perf_counter()
+    err = _load_error(ALIAS_BOMB + "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")
+    assert time.perf_counter() - start < 5
+    assert "expands to more than" in err.reason
+
+
+def test_alias_fan_out_under_an_unknown_field_is_shown_bounded() -> None:
+    # 9**6 values: under the expansion limit, so the unknown field is what gets reported;
+    # its full repr would be about 5 MB.
+    anchors = "\n".join(ALIAS_BOMB.splitlines()[:6])
+    text = f"apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nbogus:\n{textwrap.indent(anchors, '  ')}\n"
+    err = _load_error(text)
+    assert 'unknown field "bogus"' in str(err)
+    assert len(str(err)) < 1000
+
+
+def test_value_repr_in_message_is_bounded() -> None:
+    err = _load_error({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "bogus": ["x" * 10**6] * 1000})
+    assert 'unknown field "bogus"' in str(err)
+    assert len(str(err)) < 1000
+
+
+def test_huge_key_in_field_path_is_bounded() -> None:
+    err = _load_error({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "k" * 10**6: 1})
+    assert len(str(err)) < MAX_MESSAGE
+
+
+def test_lone_surrogate_in_an_http_rule_is_a_policy_error() -> None:
+    cnp = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "x", "namespace": "d"},
+        "spec": {
+            "endpointSelector": {},
+            "egress": [
+                {"toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [{"path": "\ud800"}]}}]}
+            ],
+        },
+    }
+    with pytest.raises(PolicyError) as info:
+        Cluster.from_manifests(cnp)
+    assert info.value.field is not None and info.value.field.endswith("http[0].path")
+
+
+def test_lone_surrogate_in_yaml_text_is_a_policy_error() -> None:
+    _load_error(_pod().replace("name: p", "name: '\ud800'"))
+
+
+@pytest.mark.parametrize(
+    "scalar",
+    ["1" * 5000, "2001-13-45", "0x" + "f" * 5000],
+    ids=["int-of-5000-digits", "month-13", "hex-of-5000-digits"],
+)
+def test_scalar_yaml_cannot_convert_is_a_policy_error(scalar: str) -> None:
+    _load_error(_pod(f"spec: {{nodeName: {scalar}}}"))
+
+
+def test_binary_file_is_a_policy_error(tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    err = _load_error(path)
+    assert err.document == str(path)
+
+
+# ---------------------------------------------------------------- post-parse errors are located
+def test_address_conflict_found_after_parsing_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "pods.yaml"
+    path.write_text(
+        _pod("", "status: {podIP: 10.1.0.5}")
+        + "---\n"
+        + _pod("", "status: {podIP: 10.1.0.5}").replace("name: p", "name: q")
+    )
+    with pytest.raises(PolicyError) as info:
+        Cluster.from_manifests(path)
+    assert info.value.document == str(path)
+    assert info.value.line == 11
+    assert str(info.value).startswith(f"{path}:11: Pod d/q: ")
+
+
+def test_l7_parser_conflict_found_after_parsing_names_file_and_line(tmp_path: Path) -> None:
+    def cnp(name: str, kind: str) -> str:
+        return textwrap.dedent(
+            f"""\
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {{name: {name}, namespace: d}}
+            spec:
+              endpointSelector: {{matchLabels: {{app: a}}}}
+              ingress:
+              - toPorts: [{{ports: [{{port: "80", protocol: TCP}}], rules: {{{kind}: [{{}}]}}}}]
+            """
+        )
+
+    path = tmp_path / "l7.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: d, labels: {app: a}}\n---\n"
+        + cnp("p1", "http")
+        + "---\n"
+        + cnp("p2", "kafka")
+    )
+    with pytest.raises(PolicyError) as info:
+        Cluster.from_manifests(path)
+    assert info.value.document == str(path)
+    assert info.value.line == 19
+    assert isinstance(info.value, CiliumpyError)
