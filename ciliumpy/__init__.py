@@ -30,6 +30,8 @@ from ._model import (
     CiliumNetworkPolicy,
     ContainerPort,
     Endpoint,
+    EndpointConditions,
+    EndpointSlice,
     Namespace,
     NetworkPolicy,
     Node,
@@ -38,8 +40,12 @@ from ._model import (
     PortRule,
     Rule,
     Service,
+    ServicePort,
+    SliceEndpoint,
+    SlicePort,
 )
 from ._selectors import EndpointSelector
+from ._services import BackendState, Frontend, ServiceBackend, ServiceFrontend, ServiceTable, ServiceTranslation
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .exceptions import (
     BackendUnavailableError,
@@ -56,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Action",
     "BPFError",
+    "BackendState",
     "BackendUnavailableError",
     "CIDRRule",
     "CTState",
@@ -70,9 +77,12 @@ __all__ = [
     "Direction",
     "DropReason",
     "Endpoint",
+    "EndpointConditions",
     "EndpointPolicy",
     "EndpointSelector",
+    "EndpointSlice",
     "FQDNSelector",
+    "Frontend",
     "HTTPRequest",
     "HTTPRule",
     "HookVerdict",
@@ -103,6 +113,13 @@ __all__ = [
     "Rule",
     "RuleOrigin",
     "Service",
+    "ServiceBackend",
+    "ServiceFrontend",
+    "ServicePort",
+    "ServiceTable",
+    "ServiceTranslation",
+    "SliceEndpoint",
+    "SlicePort",
     "SystemClock",
     "UnknownEndpointError",
     "Verdict",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
@@ -64,6 +64,7 @@ from ._model import (
     CiliumNetworkPolicy,
     ContainerPort,
     Endpoint,
+    EndpointSlice,
     ModelObject,
     Namespace,
     NetworkPolicy,
@@ -76,9 +77,11 @@ from ._model import (
     PortRule,
     Rule,
     Service,
+    ServicePort,
     parse_network,
 )
 from ._selectors import EndpointSelector, Operator, Requirement
+from ._services import ServiceTable, check_service
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
 from .backends._simulator import LPMTable
@@ -154,7 +157,7 @@ class Cluster:
         self._namespaces: dict[str, Namespace] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._nodes: dict[str, Node] = {}
-        self._services: dict[tuple[str, str], Service] = {}
+        self.service_table = ServiceTable()  # Services, EndpointSlices and load-balancer state
         self._policies: dict[tuple[str, str, str], PolicyObject] = {}
         from ._dns import DNSRecords
         from ._fqdn import FQDNCache, SystemClock
@@ -205,7 +208,6 @@ class Cluster:
         self._policy_gen = getattr(self, "_policy_gen", 0) + 1
         self._np_rules: dict[int, tuple[NetworkPolicy, Rule]] = {}
         self._dirty = True
-        self._services_gen = getattr(self, "_services_gen", 0) + 1
         self._peer_memo: dict[tuple[int, str, str], tuple[PeerRule, int, list[PeerSelector]]] = {}
         self._cidr_labels: dict[IPNetwork, LabelSet] = {}
         self._ports_gen = 0
@@ -253,20 +255,22 @@ class Cluster:
         self,
         ref: str,
         selector: Mapping[str, str] | None,
-        ports: Iterable[int] = (),
+        ports: Iterable[int | ServicePort] = (),
         cluster_ips: Iterable[str] = (),
         backend_ips: Iterable[str] = (),
+        **spec: Any,
     ) -> Service:
-        from ._model import ServicePort
-
+        """Add or replace a Service ``"namespace/name"``; ``spec`` takes the other
+        :class:`Service` fields (``session_affinity``, ``internal_traffic_policy`` …)."""
         namespace, name = _split_ref(ref)
         svc = Service(
             name=name,
             namespace=namespace,
             selector=None if selector is None else dict(selector),
-            ports=tuple(ServicePort(p) for p in ports),
+            ports=tuple(p if isinstance(p, ServicePort) else ServicePort(p) for p in ports),
             cluster_ips=tuple(cluster_ips),
             backend_ips=tuple(backend_ips),
+            **spec,
         )
         self._apply_objects([svc])
         return svc
@@ -341,15 +345,15 @@ class Cluster:
             dict(self._namespaces),
             dict(self._endpoints),
             dict(self._nodes),
-            dict(self._services),
+            self.service_table.snapshot(),
             dict(self._policies),
             dict(self._ep_ids),
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
-        (self._namespaces, self._endpoints, self._nodes, self._services, self._policies, self._ep_ids) = (
-            dict(s) for s in snap
-        )
+        self._namespaces, self._endpoints, self._nodes = dict(snap[0]), dict(snap[1]), dict(snap[2])
+        self.service_table.restore(snap[3])
+        self._policies, self._ep_ids = dict(snap[4]), dict(snap[5])
         old_backend_state = self._pushed_policy
         self._reset_derived()
         self._pushed_policy = {}
@@ -412,9 +416,8 @@ class Cluster:
             self._ep_ids.setdefault(obj.ref, self._alloc_ep_id())
         elif isinstance(obj, Node):
             self._nodes[obj.name] = obj
-        elif isinstance(obj, Service):
-            self._services[(obj.namespace, obj.name)] = obj
-            self._services_gen += 1
+        elif isinstance(obj, Service | EndpointSlice):
+            self.service_table.store(obj)
         else:
             if isinstance(obj, CiliumNetworkPolicy | NetworkPolicy) and obj.namespace not in self._namespaces:
                 self._namespaces[obj.namespace] = Namespace(obj.namespace)
@@ -430,9 +433,8 @@ class Cluster:
             self._ep_ids.pop(obj.ref, None)
         elif isinstance(obj, Node):
             self._nodes.pop(obj.name, None)
-        elif isinstance(obj, Service):
-            self._services.pop((obj.namespace, obj.name), None)
-            self._services_gen += 1
+        elif isinstance(obj, Service | EndpointSlice):
+            self.service_table.remove(obj)
         elif self._policies.pop(obj.key, None) is not None:
             self._policy_gen += 1
 
@@ -498,7 +500,7 @@ class Cluster:
 
     @property
     def services(self) -> list[Service]:
-        return list(self._services.values())
+        return list(self.service_table.services.values())
 
     def endpoint(self, ref: str) -> Endpoint:
         try:
@@ -553,7 +555,7 @@ class Cluster:
         """Every object as a manifest ``kubectl apply`` accepts."""
         out: list[dict[str, Any]] = [ns.to_manifest() for ns in self._namespaces.values()]
         out += [n.to_manifest() for n in self._nodes.values()]
-        out += [s.to_manifest() for s in self._services.values()]
+        out += self.service_table.manifests()
         out += [e.to_manifest() for e in self._endpoints.values()]
         out += [p.to_manifest() for p in self._policies.values()]
         return out
@@ -603,10 +605,10 @@ class Cluster:
         # the services, so those are recomputed whenever services change.
         key = (id(pr), sel_rule.kind, sel_rule.namespace)
         memo = self._peer_memo.get(key)
-        if memo is not None and memo[0] is pr and (pr.services is None or memo[1] == self._services_gen):
+        if memo is not None and memo[0] is pr and (pr.services is None or memo[1] == self.service_table.gen):
             return memo[2]
         out = self._make_peer_selectors(sel_rule, pr)
-        self._peer_memo[key] = (pr, self._services_gen, out)
+        self._peer_memo[key] = (pr, self.service_table.gen, out)
         return out
 
     def _make_peer_selectors(self, sel_rule: SelectedRule, pr: PeerRule) -> list[PeerSelector]:
@@ -636,7 +638,7 @@ class Cluster:
         if pr.services is not None:
             given = True
             if not pr.deny:
-                out.extend(self._service_selectors(pr, ns))
+                out.extend(self.service_table.peer_selectors(pr, ns, self._endpoints))
         if pr.fqdns is not None:
             given = True
             out.extend(fqdn_selector(f.label.partition(":")[2]) for f in pr.fqdns)
@@ -644,29 +646,6 @@ class Cluster:
             if pr.to_ports or pr.icmps:
                 return [PeerSelector(wildcard=True, text="ANY")]
             return []
-        return out
-
-    def _service_selectors(self, pr: PeerRule, policy_ns: str) -> list[PeerSelector]:
-        out: list[PeerSelector] = []
-        for sr in pr.services or ():
-            ns = sr.namespace or policy_ns
-            if sr.name is not None:
-                svcs = [s for (sns, sname), s in self._services.items() if sns == ns and sname == sr.name]
-            else:
-                assert sr.selector is not None
-                svcs = [
-                    s
-                    for (sns, _), s in self._services.items()
-                    if sns == ns and sr.selector.matches(LabelSet.from_mapping(s.labels))
-                ]
-            for svc in svcs:
-                if svc.selector is not None:
-                    reqs = [Requirement(SOURCE_K8S, k, Operator.IN, (v,)) for k, v in svc.selector.items()]
-                    reqs.append(namespace_requirement(svc.namespace))
-                    out.append(PeerSelector.labels(reqs, f"service {svc.namespace}/{svc.name}"))
-                else:
-                    for ip in svc.backend_ips:
-                        out.append(cidr_selector(ipaddress.ip_network(ip)))
         return out
 
     def _cluster_named_ports(self, name: str) -> set[int]:
@@ -745,7 +724,7 @@ class Cluster:
                 and deps[0] == sig
                 and all(self._cache.select(s) is ids for s, ids in deps[1])
                 and (not prev.uses_cluster_ports or deps[2] == self._named_port_sig())
-                and deps[3] == len(self._services)
+                and deps[3] == self.service_table.gen
             ):
                 new_policy[ref] = prev
                 continue
@@ -758,7 +737,7 @@ class Cluster:
                 sig,
                 tuple((s, self._cache.select(s)) for s in pol.selectors),
                 self._named_port_sig() if pol.uses_cluster_ports else None,
-                len(self._services),
+                self.service_table.gen,
             )
         for ref in list(self._policy_deps):
             if ref not in self._endpoints:
@@ -892,26 +871,64 @@ class Cluster:
 
     # ------------------------------------------------------------------------------------
     # questions
+    @overload
     def check(
         self,
         src: str,
         dst: str,
-        port: int | None = None,
+        port: int | str | None = ...,
+        protocol: str = ...,
+        http: Mapping[str, Any] | None = ...,
+        *,
+        backend: str | None = ...,
+        all_backends: Literal[False] = ...,
+    ) -> Verdict: ...
+
+    @overload
+    def check(
+        self,
+        src: str,
+        dst: str,
+        port: int | str | None = ...,
+        protocol: str = ...,
+        http: Mapping[str, Any] | None = ...,
+        *,
+        backend: str | None = ...,
+        all_backends: Literal[True],
+    ) -> list[Verdict]: ...
+
+    def check(
+        self,
+        src: str,
+        dst: str,
+        port: int | str | None = None,
         protocol: str = "TCP",
         http: Mapping[str, Any] | None = None,
-    ) -> Verdict:
+        *,
+        backend: str | None = None,
+        all_backends: bool = False,
+    ) -> Verdict | list[Verdict]:
         """Can ``src`` open a new connection to ``dst`` on ``port``/``protocol``?
 
-        ``src``/``dst`` are ``"namespace/pod"``, an IP address, ``"world"`` or ``"host"``.
-        Egress policy of the source endpoint and ingress policy of the destination endpoint
-        are both applied, as Cilium does for a new connection. For ICMP ``port`` is the ICMP
-        type (default echo request). ``http`` judges a request at the L7 proxy when the
-        traffic is redirected.
+        ``src``/``dst`` are ``"namespace/pod"``, an IP address, ``"world"`` or ``"host"``;
+        ``dst`` may also be a Service: ``"namespace/svc/name"``, its DNS name (short forms
+        relative to the caller's namespace) or a cluster IP. A Service is translated to one
+        backend as Cilium's socket load balancer does (``backend=`` pins a pod or address,
+        ``all_backends=True`` returns one verdict per backend) and policy applies to the
+        backend. Egress policy of the source endpoint and ingress policy of the destination
+        endpoint are both applied, as Cilium does for a new connection. For ICMP ``port`` is
+        the ICMP type (default echo request). ``http`` judges a request at the L7 proxy when
+        the traffic is redirected.
         """
         self._sync()
         if self.fqdn_cache.entries() or self.fqdn_cache.zombies():
             self.expire_dns()
             self._sync()
+        svc = check_service(self, src, dst, port, protocol, http, backend=backend, all_backends=all_backends)
+        if svc is not None:
+            return svc
+        if backend is not None or all_backends:
+            raise PolicyError("backend and all_backends apply to Service destinations only", field="dst", value=dst)
         if _is_hostname(dst):
             return self._check_hostname(src, dst, port, protocol, http)
         proto = _PROTOCOLS.get(str(protocol).upper())
@@ -921,80 +938,20 @@ class Cluster:
         if proto == Protocol.ICMP and src_ip.version == 6:
             proto = Protocol.ICMPV6
         if proto in (Protocol.ICMP, Protocol.ICMPV6):
-            icmp_type = port if port is not None else (8 if proto == Protocol.ICMP else 128)
+            icmp_type = int(port) if port is not None else (8 if proto == Protocol.ICMP else 128)
             pkt = Packet(src_ip, dst_ip, int(proto), sport=next(self._sport) & 0xFFFF, icmp_type=icmp_type, tcp_flags=0)
         else:
-            if port is None or not 0 <= int(port) <= 65535:
+            if port is None or not str(port).isdigit() or not 0 <= int(port) <= 65535:
                 raise PolicyError("port must be within 0..65535", field="port", value=port)
-            port = int(port)
-            note = ""
-            svc = self._service_at(dst_ip)
-            if svc is not None:
-                # Policy applies after service translation (DNAT to a backend, reference §3.9).
-                backend = self._service_backend(svc, dst_ip.version, port, proto)
-                if backend is None:
-                    failure = f"service {svc.namespace}/{svc.name} has no backend for {port}/{proto.label}"
-                    pkt = Packet(src_ip, dst_ip, int(proto), sport=next(self._sport) % 28000 + 32768, dport=port)
-                    return Verdict(
-                        src=self._peer(src_ip, None),
-                        dst=self._peer(dst_ip, None),
-                        packet=pkt,
-                        egress=None,
-                        ingress=None,
-                        failure=failure,
-                        time=self.clock.now(),
-                    )
-                note = (
-                    f"{dst_ip}:{port} is service {svc.namespace}/{svc.name}; "
-                    f"translated to backend {backend[0]}:{backend[1]}"
-                )
-                dst_ip, port = backend
             pkt = Packet(
                 src_ip,
                 dst_ip,
                 int(proto),
                 sport=next(self._sport) % 28000 + 32768,
-                dport=port,
+                dport=int(port),
                 tcp_flags=int(TCPFlags.SYN) if proto == Protocol.TCP else 0,
             )
-            if note:
-                return attrs.evolve(self.evaluate(pkt, http=http, probe=True), notes=(note,))
         return self.evaluate(pkt, http=http, probe=True)
-
-    def _service_at(self, ip: IPAddress) -> Service | None:
-        if not self._services:
-            return None
-        for svc in self._services.values():
-            if ip in svc.cluster_ips:
-                return svc
-        return None
-
-    def _service_backend(self, svc: Service, family: int, port: int, proto: Protocol) -> tuple[IPAddress, int] | None:
-        """The first backend (pods selected by the service, by name) and its target port."""
-        target: int | str | None = port
-        if svc.ports:
-            match = [p for p in svc.ports if p.port == port and p.protocol == proto.label]
-            if not match:
-                return None
-            target = match[0].target_port if match[0].target_port is not None else port
-        if svc.selector is None:
-            for ip in svc.backend_ips:
-                if ip.version == family and isinstance(target, int):
-                    return ip, target
-            return None
-        wanted = svc.selector_labels()
-        assert wanted is not None
-        for ref in sorted(self._endpoints):
-            ep = self._endpoints[ref]
-            if ep.namespace != svc.namespace or any(ep.labels.get(k) != v for k, v in svc.selector.items()):
-                continue
-            num = target if isinstance(target, int) else ep.named_port(str(target))
-            if num is None:
-                continue
-            for ip in ep.ips:
-                if ip.version == family:
-                    return ip, int(num)
-        return None
 
     def _dns_upstream(self, qname: str, qtype: str) -> Any:
         """What the cluster DNS answers: Service names as CoreDNS would, else the registered records."""
@@ -1003,12 +960,8 @@ class Cluster:
         found = self.dns_records.get(qname)
         if found is not None:
             return found
-        parts = qname.rstrip(".").split(".")
-        if len(parts) >= 4 and parts[2] == "svc":
-            svc = self._services.get((parts[1], parts[0]))
-            if svc is not None and svc.cluster_ips:
-                return DNSRecords(ips=tuple(str(ip) for ip in svc.cluster_ips), ttl=30)
-        return None
+        ips = self.service_table.dns_answer(qname, self._endpoints)
+        return DNSRecords(ips=tuple(map(str, ips)), ttl=30) if ips else None
 
     def evaluate(
         self, packet: Packet, http: Mapping[str, Any] | None = None, request: Any = None, *, probe: bool = False
@@ -1212,7 +1165,7 @@ class Cluster:
             self._dirty = True
 
     def _check_hostname(
-        self, src: str, name: str, port: int | None, protocol: str, http: Mapping[str, Any] | None
+        self, src: str, name: str, port: int | str | None, protocol: str, http: Mapping[str, Any] | None
     ) -> Verdict:
         res = self.resolve(src, name)
         if not res.answers:

@@ -491,3 +491,31 @@ class DatapathResult:
     @property
     def allowed(self) -> bool:
         return self.action != Action.DROP
+
+
+# --------------------------------------------------------------------------------------
+# Service load balancing (Cilium's lb4/lb6 maps, bpf/lib/lb.h)
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+
+
+def lb_hash(client: IPAddress, sport: int | None = None) -> int:
+    """The 32-bit FNV-1a hash that picks a service backend.
+
+    Over the client address bytes (4 or 16, network order) and, unless ``sport`` is None
+    (session affinity: the client address alone decides), the source port's two bytes in
+    network order. Cilium picks a random slot (or a Maglev slot from a tuple hash); a hash
+    keeps the choice deterministic and identical in every backend.
+    """
+    data = client.packed if sport is None else client.packed + (sport & 0xFFFF).to_bytes(2, "big")
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def lb_slot(client: IPAddress, sport: int | None, count: int) -> int:
+    """The backend slot (1..count) a new connection lands on; 0 when there is no backend."""
+    if count <= 0:
+        return 0
+    return 1 + lb_hash(client, sport) % count

@@ -133,6 +133,8 @@ def _assemble(
         names = tuple(getattr(v.dst, "names", ())) or (v.dns.name,)
         flow["destination_names"] = list(names)
     flow["event_type"] = {"type": event_type, **({"sub_type": sub_type} if sub_type else {})}
+    if v.service is not None:
+        flow["destination_service"] = v.service.to_hubble()
     flow["traffic_direction"] = direction
     if event_type == EVENT_POLICY_VERDICT and res.match_type:
         flow["policy_match_type"] = int(res.match_type)
@@ -165,6 +167,7 @@ _ORDER = [
     "destination_names",
     "l7",
     "event_type",
+    "destination_service",
     "traffic_direction",
     "policy_match_type",
     "drop_reason_desc",

@@ -34,6 +34,8 @@ __all__ = [
     "CiliumNetworkPolicy",
     "ContainerPort",
     "Endpoint",
+    "EndpointConditions",
+    "EndpointSlice",
     "ICMPField",
     "ICMPRule",
     "IPBlock",
@@ -50,6 +52,8 @@ __all__ = [
     "Service",
     "ServicePort",
     "ServiceRule",
+    "SliceEndpoint",
+    "SlicePort",
 ]
 
 T = TypeVar("T")
@@ -1898,17 +1902,116 @@ class Node:
         return out
 
 
+_SERVICE_SPEC_FIELDS = (
+    "allocateLoadBalancerNodePorts",
+    "clusterIP",
+    "clusterIPs",
+    "externalIPs",
+    "externalName",
+    "externalTrafficPolicy",
+    "healthCheckNodePort",
+    "internalTrafficPolicy",
+    "ipFamilies",
+    "ipFamilyPolicy",
+    "loadBalancerClass",
+    "loadBalancerIP",
+    "loadBalancerSourceRanges",
+    "ports",
+    "publishNotReadyAddresses",
+    "selector",
+    "sessionAffinity",
+    "sessionAffinityConfig",
+    "trafficDistribution",
+    "type",
+)
+_SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+_L4_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
 @attrs.frozen
 class ServicePort:
+    """One ``spec.ports[]`` item of a Service.
+
+    ``target_port`` is a number or the name of a container port; ``None`` means "the same
+    number as ``port``", as the API server defaults it.
+    """
+
     port: int
     target_port: int | str | None = None
     protocol: str = "TCP"
     name: str | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise PolicyError("port must be within 1..65535", field="port", value=self.port)
+        if self.protocol not in _L4_PROTOCOLS:
+            raise PolicyError("protocol must be TCP, UDP or SCTP", field="protocol", value=self.protocol)
+        tp = self.target_port
+        if isinstance(tp, int) and not isinstance(tp, bool):
+            if not 1 <= tp <= 65535:
+                raise PolicyError("targetPort must be within 1..65535", field="targetPort", value=tp)
+        elif isinstance(tp, str):
+            if not is_service_name(tp):
+                raise PolicyError("targetPort must be a number or an IANA_SVC_NAME", field="targetPort", value=tp)
+        elif tp is not None:
+            raise PolicyError("targetPort must be a number or a port name", field="targetPort", value=tp)
+        if self.name is not None and (len(self.name) > 63 or not _DNS1123_LABEL.match(self.name)):
+            raise PolicyError(f"invalid port name: {_LABEL_MSG}", field="name", value=self.name)
+
+    @property
+    def target(self) -> int | str:
+        """The target port with the API server's default applied (``port``)."""
+        return self.port if self.target_port is None else self.target_port
+
+    @classmethod
+    def from_manifest(cls, data: Any, field: str) -> ServicePort:
+        """One ``spec.ports[]`` item, with the API server's types and ranges."""
+        if not isinstance(data, Mapping):
+            raise PolicyError("must be of type object", field=field, value=data)
+        item = check_mapping(data, field, ("name", "port", "targetPort", "protocol", "nodePort", "appProtocol"))
+        port = opt_int(item, "port", field, 1, 65535)
+        if port is None:
+            raise PolicyError("Required value: port", field=f"{field}.port", value=None)
+        target: int | str | None = item.get("targetPort")
+        if isinstance(target, str):
+            if not is_service_name(target):
+                raise PolicyError(
+                    "must be a port number or an IANA service name (a letter, at most 15 characters)",
+                    field=f"{field}.targetPort",
+                    value=target,
+                )
+        else:
+            target = opt_int(item, "targetPort", field, 1, 65535)
+        proto = opt_str(item, "protocol", field) or "TCP"
+        if proto not in _L4_PROTOCOLS:
+            raise PolicyError(
+                'Unsupported value: supported values: "SCTP", "TCP", "UDP"', field=f"{field}.protocol", value=proto
+            )
+        try:
+            return cls(port, target, proto, opt_str(item, "name", field) or None)
+        except PolicyError as exc:
+            raise PolicyError(exc.reason, field=f"{field}.{exc.field}", value=exc.value) from None
+
+    def to_manifest(self) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        if self.name:
+            item["name"] = self.name
+        item["port"] = self.port
+        if self.target_port is not None:
+            item["targetPort"] = self.target_port
+        item["protocol"] = self.protocol
+        return item
+
 
 @attrs.frozen(kw_only=True)
 class Service:
-    """A Kubernetes Service; ``toServices`` rules are translated through it."""
+    """A Kubernetes Service: its ClusterIP frontends, ports and how backends are found.
+
+    ``selector`` selects the backend pods (``None``: a selector-less Service whose backends
+    come from EndpointSlices, or from ``backend_ips``); ``cluster_ips`` are the frontends
+    (one per family; empty with ``headless``). ``session_affinity`` is ``"None"`` or
+    ``"ClientIP"``; ``internal_traffic_policy`` ``"Cluster"`` or ``"Local"``.
+    """
 
     KIND: ClassVar[str] = "Service"
     name: str
@@ -1918,49 +2021,98 @@ class Service:
     cluster_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
     backend_ips: tuple[IPAddress, ...] = attrs.field(default=(), converter=_ip_tuple)
+    type: str = "ClusterIP"
+    headless: bool = False
+    session_affinity: str = "None"
+    session_affinity_timeout: int = 10800
+    internal_traffic_policy: str = "Cluster"
+
+    def __attrs_post_init__(self) -> None:
+        def fail(reason: str, field: str, value: Any) -> None:
+            raise PolicyError(
+                reason, kind="Service", namespace=self.namespace, name=self.name, field=field, value=value
+            )
+
+        if self.type not in _SERVICE_TYPES:
+            fail("type must be ClusterIP, NodePort or LoadBalancer", "spec.type", self.type)
+        if self.session_affinity not in ("None", "ClientIP"):
+            fail("sessionAffinity must be None or ClientIP", "spec.sessionAffinity", self.session_affinity)
+        if not 1 <= self.session_affinity_timeout <= 86400:
+            fail(
+                "timeoutSeconds must be within 1..86400",
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                self.session_affinity_timeout,
+            )
+        if self.internal_traffic_policy not in ("Cluster", "Local"):
+            fail(
+                "internalTrafficPolicy must be Cluster or Local",
+                "spec.internalTrafficPolicy",
+                self.internal_traffic_policy,
+            )
+        if self.headless and self.cluster_ips:
+            fail('a headless Service (clusterIP "None") has no cluster IPs', "spec.clusterIPs", self.cluster_ips)
+        if self.headless and self.type != "ClusterIP":
+            fail('clusterIP "None" requires type ClusterIP', "spec.type", self.type)
+        if len(self.cluster_ips) > 2 or len({ip.version for ip in self.cluster_ips}) != len(self.cluster_ips):
+            fail(
+                "at most one cluster IP per family (IPv4, IPv6)", "spec.clusterIPs", [str(i) for i in self.cluster_ips]
+            )
+        if len(self.ports) > 1:
+            for i, p in enumerate(self.ports):
+                if not p.name:
+                    fail("Required value: a name when a Service has more than one port", f"spec.ports[{i}].name", None)
+        seen_names: set[str] = set()
+        seen_ports: set[tuple[int, str]] = set()
+        for i, p in enumerate(self.ports):
+            if p.name:
+                if p.name in seen_names:
+                    fail("Duplicate value: port name", f"spec.ports[{i}].name", p.name)
+                seen_names.add(p.name)
+            if (p.port, p.protocol) in seen_ports:
+                fail("Duplicate value: port and protocol", f"spec.ports[{i}]", p.to_manifest())
+            seen_ports.add((p.port, p.protocol))
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Service:
         """A Service manifest, with the API server's types and ranges for the fields used."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, ns, labels, _ = _metadata(data, True, dns1035=True)
-        spec = sub_object(data, "spec", "")
+        spec = check_mapping(sub_object(data, "spec", ""), "spec", _SERVICE_SPEC_FIELDS)
         sel = spec.get("selector")
         selector = normalize_label_mapping(sel, "spec.selector") if sel is not None else None
-        ports = []
-        for i, p in enumerate(opt_list(spec, "ports", "spec") or []):
-            pf = f"spec.ports[{i}]"
-            if not isinstance(p, Mapping):
-                raise PolicyError("must be of type object", field=pf, value=p)
-            port = opt_int(p, "port", pf, 1, 65535)
-            if port is None:
-                raise PolicyError("Required value: port", field=f"{pf}.port", value=None)
-            target: int | str | None = p.get("targetPort")
-            if isinstance(target, str):
-                if not is_service_name(target):
-                    raise PolicyError(
-                        "must be a port number or an IANA service name (a letter, at most 15 characters)",
-                        field=f"{pf}.targetPort",
-                        value=target,
-                    )
-            else:
-                target = opt_int(p, "targetPort", pf, 1, 65535)
-            proto = opt_str(p, "protocol", pf) or "TCP"
-            if proto not in ("TCP", "UDP", "SCTP"):
-                raise PolicyError(
-                    'Unsupported value: supported values: "SCTP", "TCP", "UDP"', field=f"{pf}.protocol", value=proto
-                )
-            ports.append(ServicePort(port, target, proto, opt_str(p, "name", pf) or None))
+        raw_ports = opt_list(spec, "ports", "spec") or []
+        ports = [ServicePort.from_manifest(p, f"spec.ports[{i}]") for i, p in enumerate(raw_ports)]
         cluster_ip = opt_str(spec, "clusterIP", "spec")
-        raw_ips = opt_list(spec, "clusterIPs", "spec")
-        if raw_ips is None:
-            raw_ips = [cluster_ip] if cluster_ip else []
-        ips: list[str] = []
-        for i, ip in enumerate(raw_ips):
-            if ip in ("None", ""):
-                continue
-            ips.append(check_ip(ip, f"spec.clusterIPs[{i}]"))
+        listed = opt_list(spec, "clusterIPs", "spec")
+        ips: list[Any] = list(listed) if listed else ([cluster_ip] if cluster_ip else [])
+        if cluster_ip and listed and listed[0] != cluster_ip:
+            raise PolicyError("clusterIPs[0] must equal clusterIP", field="spec.clusterIPs[0]", value=listed[0])
+        ips = [ip for ip in ips if ip != ""]  # "" asks the API server to allocate one
+        headless = ips == ["None"]
+        if headless:
+            ips = []
+        ips = [check_ip(ip, f"spec.clusterIPs[{i}]") for i, ip in enumerate(ips)]
         _one_address_per_family(ips, "spec.clusterIPs")
+        families = spec.get("ipFamilies")
+        if families is not None:
+            if not isinstance(families, list) or any(f not in ("IPv4", "IPv6") for f in families):
+                raise PolicyError("ipFamilies must list IPv4 and/or IPv6", field="spec.ipFamilies", value=families)
+            for i, ip in enumerate(ips):
+                if i < len(families) and f"IPv{ipaddress.ip_address(ip).version}" != families[i]:
+                    raise PolicyError(
+                        f"clusterIPs[{i}] is not of family {families[i]}", field=f"spec.clusterIPs[{i}]", value=ip
+                    )
+        affinity_cfg = spec.get("sessionAffinityConfig") or {}
+        client_ip = check_mapping(affinity_cfg, "spec.sessionAffinityConfig", ("clientIP",)).get("clientIP") or {}
+        timeout = check_mapping(client_ip, "spec.sessionAffinityConfig.clientIP", ("timeoutSeconds",)).get(
+            "timeoutSeconds", 10800
+        )
+        if isinstance(timeout, bool) or not isinstance(timeout, int):
+            raise PolicyError(
+                "timeoutSeconds must be an integer",
+                field="spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                value=timeout,
+            )
         return cls(
             name=name,
             namespace=ns,
@@ -1968,24 +2120,33 @@ class Service:
             ports=tuple(ports),
             cluster_ips=tuple(ips),
             labels=labels,
+            type=spec.get("type") or "ClusterIP",
+            headless=headless,
+            session_affinity=spec.get("sessionAffinity") or "None",
+            session_affinity_timeout=timeout,
+            internal_traffic_policy=spec.get("internalTrafficPolicy") or "Cluster",
         )
 
     def to_manifest(self) -> dict[str, Any]:
         spec: dict[str, Any] = {}
+        if self.type != "ClusterIP":
+            spec["type"] = self.type
         if self.selector is not None:
             spec["selector"] = dict(self.selector)
         if self.ports:
-            spec["ports"] = []
-            for p in self.ports:
-                item: dict[str, Any] = {"port": p.port, "protocol": p.protocol}
-                if p.name:
-                    item["name"] = p.name
-                if p.target_port is not None:
-                    item["targetPort"] = p.target_port
-                spec["ports"].append(item)
-        if self.cluster_ips:
+            spec["ports"] = [p.to_manifest() for p in self.ports]
+        if self.headless:
+            spec["clusterIP"] = "None"
+            spec["clusterIPs"] = ["None"]
+        elif self.cluster_ips:
             spec["clusterIP"] = str(self.cluster_ips[0])
             spec["clusterIPs"] = [str(ip) for ip in self.cluster_ips]
+            spec["ipFamilies"] = [f"IPv{ip.version}" for ip in self.cluster_ips]
+        if self.session_affinity != "None":
+            spec["sessionAffinity"] = self.session_affinity
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": self.session_affinity_timeout}}
+        if self.internal_traffic_policy != "Cluster":
+            spec["internalTrafficPolicy"] = self.internal_traffic_policy
         return {
             "apiVersion": "v1",
             "kind": "Service",
@@ -1993,12 +2154,205 @@ class Service:
             "spec": spec,
         }
 
+    @property
+    def ref(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
     def selector_labels(self) -> LabelSet | None:
         return None if self.selector is None else LabelSet.from_mapping(self.selector)
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@attrs.frozen
+class EndpointConditions:
+    """``endpoints[].conditions`` of an EndpointSlice; ``None`` is "not set"."""
+
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready is None or self.ready
+
+    @property
+    def is_serving(self) -> bool:
+        return self.is_ready if self.serving is None else self.serving
+
+    @property
+    def is_terminating(self) -> bool:
+        return bool(self.terminating)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("ready", self.ready), ("serving", self.serving), ("terminating", self.terminating))
+            if v is not None
+        }
+
+
+@attrs.frozen(kw_only=True)
+class SliceEndpoint:
+    """One ``endpoints[]`` item of an EndpointSlice."""
+
+    addresses: tuple[IPAddress, ...] = attrs.field(converter=_ip_tuple)
+    conditions: EndpointConditions = EndpointConditions()
+    node_name: str | None = None
+    target_ref: tuple[str, str] | None = None  # (namespace, pod name)
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"addresses": [str(a) for a in self.addresses]}
+        cond = self.conditions.to_manifest()
+        if cond:
+            out["conditions"] = cond
+        if self.node_name:
+            out["nodeName"] = self.node_name
+        if self.target_ref is not None:
+            out["targetRef"] = {"kind": "Pod", "namespace": self.target_ref[0], "name": self.target_ref[1]}
+        return out
+
+
+@attrs.frozen
+class SlicePort:
+    """One ``ports[]`` item of an EndpointSlice (``name`` ``""`` matches an unnamed Service port)."""
+
+    name: str = ""
+    port: int | None = None
+    protocol: str = "TCP"
+
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        if self.port is not None:
+            out["port"] = self.port
+        out["protocol"] = self.protocol
+        return out
+
+
+_SLICE_ENDPOINT_FIELDS = (
+    "addresses",
+    "conditions",
+    "hostname",
+    "targetRef",
+    "nodeName",
+    "zone",
+    "hints",
+    "deprecatedTopology",
+)
+
+
+@attrs.frozen(kw_only=True)
+class EndpointSlice:
+    """A ``discovery.k8s.io/v1`` EndpointSlice: backends of the Service named by its
+    ``kubernetes.io/service-name`` label (how selector-less Services get backends)."""
+
+    KIND: ClassVar[str] = "EndpointSlice"
+    name: str
+    namespace: str = "default"
+    address_type: str = "IPv4"
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[SlicePort, ...] = ()
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
+
+    @property
+    def service_name(self) -> str | None:
+        """The Service this slice belongs to, or None without the service-name label."""
+        return self.labels.get(SERVICE_NAME_LABEL)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> EndpointSlice:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "addressType", "endpoints", "ports"))
+        name, ns, labels, _ = _metadata(data, True)
+        atype = data.get("addressType")
+        if atype not in ("IPv4", "IPv6", "FQDN"):
+            raise PolicyError("addressType must be IPv4, IPv6 or FQDN", field="addressType", value=atype)
+        raw_eps = data.get("endpoints") or []
+        if not isinstance(raw_eps, list):
+            raise PolicyError("must be of type array", field="endpoints", value=raw_eps)
+        endpoints = []
+        for i, raw in enumerate(raw_eps):
+            f = f"endpoints[{i}]"
+            item = check_mapping(raw, f, _SLICE_ENDPOINT_FIELDS)
+            addrs = item.get("addresses")
+            if not isinstance(addrs, list) or not 1 <= len(addrs) <= 100:
+                raise PolicyError("addresses must list 1 to 100 addresses", field=f"{f}.addresses", value=addrs)
+            if atype == "FQDN":
+                continue  # Cilium load-balances only to IPv4 and IPv6 slices
+            parsed = []
+            for j, addr in enumerate(addrs):
+                text = check_ip(addr, f"{f}.addresses[{j}]")
+                if f"IPv{ipaddress.ip_address(text).version}" != atype:
+                    raise PolicyError(f"address is not {atype}", field=f"{f}.addresses[{j}]", value=addr)
+                parsed.append(text)
+            cond_raw = check_mapping(
+                item.get("conditions") or {}, f"{f}.conditions", ("ready", "serving", "terminating")
+            )
+            conds = {}
+            for key in ("ready", "serving", "terminating"):
+                val = cond_raw.get(key)
+                if val is not None and not isinstance(val, bool):
+                    raise PolicyError("must be a boolean", field=f"{f}.conditions.{key}", value=val)
+                conds[key] = val
+            ref = item.get("targetRef")
+            target = None
+            if isinstance(ref, Mapping) and ref.get("kind", "Pod") == "Pod" and ref.get("name"):
+                target = (str(ref.get("namespace") or ns), str(ref["name"]))
+            node = item.get("nodeName")
+            endpoints.append(
+                SliceEndpoint(
+                    addresses=tuple(parsed),
+                    conditions=EndpointConditions(**conds),
+                    node_name=str(node) if node else None,
+                    target_ref=target,
+                )
+            )
+        raw_ports = data.get("ports") or []
+        if not isinstance(raw_ports, list):
+            raise PolicyError("must be of type array", field="ports", value=raw_ports)
+        ports = []
+        for i, raw in enumerate(raw_ports):
+            f = f"ports[{i}]"
+            item = check_mapping(raw, f, ("name", "port", "protocol", "appProtocol"))
+            num = item.get("port")
+            if num is not None and (isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= 65535):
+                raise PolicyError("port must be an integer within 0..65535", field=f"{f}.port", value=num)
+            proto = item.get("protocol") or "TCP"
+            if proto not in _L4_PROTOCOLS:
+                raise PolicyError("protocol must be TCP, UDP or SCTP", field=f"{f}.protocol", value=proto)
+            pname = item.get("name") or ""
+            if pname and (len(pname) > 63 or not _DNS1123_LABEL.match(pname)):
+                raise PolicyError(f"invalid port name: {_LABEL_MSG}", field=f"{f}.name", value=pname)
+            ports.append(SlicePort(pname, num, proto))
+        return cls(
+            name=name,
+            namespace=ns,
+            address_type=atype,
+            endpoints=tuple(endpoints),
+            ports=tuple(ports),
+            labels=labels,
+        )
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": _metadata_out(self.name, self.namespace, self.labels, {}),
+            "addressType": self.address_type,
+            "endpoints": [e.to_manifest() for e in self.endpoints],
+            "ports": [p.to_manifest() for p in self.ports],
+        }
+
+
 PolicyObject = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy
-ModelObject = PolicyObject | Namespace | Endpoint | Node | Service
+ModelObject = PolicyObject | Namespace | Endpoint | Node | Service | EndpointSlice
 
 KINDS: dict[str, Any] = {
     "CiliumNetworkPolicy": CiliumNetworkPolicy,
@@ -2008,6 +2362,7 @@ KINDS: dict[str, Any] = {
     "Pod": Endpoint,
     "Node": Node,
     "Service": Service,
+    "EndpointSlice": EndpointSlice,
 }
 MODEL_TYPES: tuple[type[ModelObject], ...] = (
     CiliumNetworkPolicy,
@@ -2017,6 +2372,7 @@ MODEL_TYPES: tuple[type[ModelObject], ...] = (
     Endpoint,
     Node,
     Service,
+    EndpointSlice,
 )
 API_VERSIONS: dict[str, tuple[str, ...]] = {
     "CiliumNetworkPolicy": ("cilium.io/v2",),
@@ -2026,6 +2382,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Pod": ("v1",),
     "Node": ("v1",),
     "Service": ("v1",),
+    "EndpointSlice": ("discovery.k8s.io/v1",),
 }
 
 

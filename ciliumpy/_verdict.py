@@ -105,6 +105,7 @@ class Verdict:
     notes: tuple[str, ...] = ()
     failure: str | None = None  # set when the flow could not start (e.g. DNS lookup failed)
     dns: Any = None  # the Resolution that preceded the connection, for hostname checks
+    service: Any = None  # the ServiceTranslation, when the destination was a Service
     time: float | None = None  # when the packet was evaluated (the cluster's clock)
 
     # -- headline fields -----------------------------------------------------------------
@@ -256,6 +257,8 @@ class Verdict:
                         lines.append(f"    proxy would accept: {'; '.join(accepts)}")
             else:
                 lines.append("    -> allowed")
+        if self.service is not None:
+            lines.insert(1, f"  {self.service.describe()}")
         if self.dns is not None:
             lines.insert(1, f"  DNS: {self.dns.explain().splitlines()[0]}")
         if self.failure is not None:

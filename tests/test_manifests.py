@@ -16,6 +16,7 @@ from ciliumpy import (
     CiliumNetworkPolicy,
     Cluster,
     Endpoint,
+    EndpointSlice,
     Namespace,
     NetworkPolicy,
     Node,
@@ -343,6 +344,37 @@ spec:
   clusterIPs: [10.96.0.20]
 ---
 apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http, protocol: TCP}, {name: dns, port: 53, protocol: UDP}]
+  clusterIPs: [10.96.0.21, "fd00:10:96::21"]
+  ipFamilies: [IPv4, IPv6]
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+  internalTrafficPolicy: Local
+---
+apiVersion: v1
+kind: Service
+metadata: {name: peers, namespace: shop}
+spec:
+  clusterIP: None
+  ports: [{port: 7000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ext-1, namespace: shop, labels: {kubernetes.io/service-name: ext}}
+addressType: IPv4
+endpoints:
+- addresses: [192.0.2.10]
+  conditions: {ready: false, serving: true, terminating: true}
+  nodeName: node-1
+  targetRef: {kind: Pod, namespace: shop, name: api}
+- addresses: [192.0.2.11]
+ports: [{name: https, port: 8443, protocol: TCP}]
+---
+apiVersion: v1
 kind: Node
 metadata: {name: node-1, labels: {zone: a}}
 status:
@@ -356,6 +388,7 @@ MODEL_TYPES = (
     Namespace,
     Endpoint,
     Service,
+    EndpointSlice,
     Node,
 )
 
@@ -484,11 +517,31 @@ SCHEMAS: dict[str, Any] = {
         "kind": None,
         "metadata": META,
         "spec": {
+            "type": None,
             "selector": "*",
             "ports": [{"name": None, "port": None, "targetPort": None, "protocol": None}],
             "clusterIP": None,
             "clusterIPs": [None],
+            "ipFamilies": [None],
+            "sessionAffinity": None,
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": None}},
+            "internalTrafficPolicy": None,
         },
+    },
+    "EndpointSlice": {
+        "apiVersion": None,
+        "kind": None,
+        "metadata": META,
+        "addressType": None,
+        "endpoints": [
+            {
+                "addresses": [None],
+                "conditions": {"ready": None, "serving": None, "terminating": None},
+                "nodeName": None,
+                "targetRef": {"kind": None, "namespace": None, "name": None},
+            }
+        ],
+        "ports": [{"name": None, "port": None, "protocol": None}],
     },
     "Node": {
         "apiVersion": None,
