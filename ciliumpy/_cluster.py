@@ -964,7 +964,13 @@ class Cluster:
         return DNSRecords(ips=tuple(map(str, ips)), ttl=30) if ips else None
 
     def evaluate(
-        self, packet: Packet, http: Mapping[str, Any] | None = None, request: Any = None, *, probe: bool = False
+        self,
+        packet: Packet,
+        http: Mapping[str, Any] | None = None,
+        request: Any = None,
+        *,
+        probe: bool = False,
+        service: Any = None,
     ) -> Verdict:
         """Run a packet through the egress hook of its source and the ingress hook of its
         destination (conntrack state is kept between calls). ``http`` or an L7 ``request``
@@ -972,7 +978,8 @@ class Cluster:
 
         Allowed packets open a connection that stays open until a FIN or RST packet of it
         is evaluated; while open, a learned FQDN address it uses is kept when its DNS entry
-        expires (a DNS "zombie"). ``probe`` (what ``check`` uses) opens nothing."""
+        expires (a DNS "zombie"). ``probe`` (what ``check`` uses) opens nothing. ``service``
+        is the ServiceTranslation that addressed the packet to its backend."""
         self._sync()
         if http is not None:
             from ._l7 import HTTPRequest
@@ -991,6 +998,7 @@ class Cluster:
             egress=egress,
             ingress=ingress,
             request=request,
+            service=service,
             time=self.clock.now(),
         )
         if not probe:

@@ -538,7 +538,7 @@ def _translated(
         dport=tr.backend.port,
         tcp_flags=int(TCPFlags.SYN) if proto == Protocol.TCP else 0,
     )
-    return attrs.evolve(cluster.evaluate(pkt, http=http, probe=True), service=tr, dns=dns)
+    return attrs.evolve(cluster.evaluate(pkt, http=http, probe=True, service=tr), dns=dns)
 
 
 def _failed(

@@ -396,3 +396,15 @@ def test_service_name_resolved_through_cluster_dns_when_there_is_one() -> None:
     blocked = c.check("production/frontend", "orders", 80)
     assert not blocked.allowed and "DNS lookup" in (blocked.failure or "")
     assert c.check("production/frontend", "production/svc/orders", 80).allowed
+
+
+def test_stored_hubble_flows_name_the_service() -> None:
+    c = orders_cluster()
+    c.check("production/frontend", "production/svc/orders", 80)
+    flows = c.observe()
+    assert flows
+    assert {(f.destination_service.name, f.destination_service.namespace) for f in flows if f.destination_service} == {
+        ("orders", "production")
+    }
+    assert all(f.destination_service is not None for f in flows if f.IP and f.IP.destination.startswith("10.244.1."))
+    assert '"destination_service":{"name":"orders","namespace":"production"}' in flows[0].to_json()

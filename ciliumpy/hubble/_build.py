@@ -46,6 +46,7 @@ from ._flow import (
     Layer4,
     Layer7,
     Policy,
+    Service,
     format_time,
 )
 from ._flow import (
@@ -106,6 +107,7 @@ class Spec:
         "l7",
         "origins",
         "packet",
+        "service",
         "src",
         "sub_type",
         "time",
@@ -140,6 +142,7 @@ class Spec:
         self.hook = hook  # the DatapathResult of the hook that produced the event, or None
         self.origins = origins
         self.l7 = l7
+        self.service: Any = None  # the ServiceTranslation of a Verdict towards a Service
 
 
 # ---------------------------------------------------------------- decisions -> specs
@@ -206,6 +209,8 @@ def _verdict_specs(v: Verdict) -> list[Spec]:
         _hook_specs(out, t, hook.result, _hook_origins(hook), v.src, v.dst, v.packet, local)
         if hook.l7 is not None and v.request is not None:
             _proxy_specs(out, t, v, hook)
+    for spec in out:
+        spec.service = v.service
     return out
 
 
@@ -420,6 +425,7 @@ class FlowBuilder:
                 pols[f"{side}_{'denied' if spec.verdict == DROPPED else 'allowed'}_by"] = pl
         empty: tuple[Policy, ...] = ()
         hook = spec.hook
+        svc = None if spec.service is None else Service(name=spec.service.name, namespace=spec.service.namespace)
         return Flow(
             time=format_time(spec.time),
             uuid=uuid,
@@ -439,6 +445,8 @@ class FlowBuilder:
             destination_names=names[1],
             l7=l7,
             event_type=CiliumEventType(type=spec.event_type, sub_type=spec.sub_type),
+            source_service=svc if reply else None,
+            destination_service=None if reply else svc,
             traffic_direction=DIRECTION_NAMES[spec.traffic],
             policy_match_type=int(hook.match_type) if spec.event_type == EVENT_POLICY_VERDICT and hook else 0,
             trace_observation_point=TRACE_POINT_NAMES.get(spec.sub_type, "") if spec.event_type == EVENT_TRACE else "",

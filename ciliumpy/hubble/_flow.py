@@ -37,6 +37,7 @@ __all__ = [
     "Layer4",
     "Layer7",
     "Policy",
+    "Service",
     "TCPFlags",
     "Workload",
 ]
@@ -410,6 +411,16 @@ class Policy(_Message):
     _ORDER = ("name", "namespace", "labels", "revision", "kind")
 
 
+@attrs.frozen(kw_only=True)
+class Service(_Message):
+    """A Service a flow was addressed to or came from (``ServiceReference``)."""
+
+    name: str = _field("str")
+    namespace: str = _field("str")
+    extra: Mapping[str, Any] = _extra()
+    _ORDER = ("name", "namespace")
+
+
 _IPMessage = IP
 
 _FLOW_ORDER = (
@@ -489,6 +500,8 @@ class Flow(_Message):
     destination_names: tuple[str, ...] = _field("strs")
     l7: Layer7 | None = _field("msg", None, Layer7)
     event_type: CiliumEventType | None = _field("msg", None, CiliumEventType)
+    source_service: Service | None = _field("msg", None, Service)
+    destination_service: Service | None = _field("msg", None, Service)
     traffic_direction: str = _field("enum", enum="traffic_direction")
     policy_match_type: int = _field("int", 0)
     trace_observation_point: str = _field("enum", enum="trace_observation_point")
