@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
 import attrs
-from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSError, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 
 from ciliumpy._fqdn import (
     MATCH_ALL_ANCHORED,
@@ -37,6 +37,7 @@ __all__ = [
     "dns_l7_record",
     "dns_l7_records",
     "extract_msg_details",
+    "presentation_name",
 ]
 
 #: Hubble's wording of response codes (used in DNS Summary lines).
@@ -54,6 +55,80 @@ _NO_TTL: Final = 0xFFFFFFFF
 _HEADER_LEN: Final = 12
 _OPCODE_QUERY: Final = 0
 _OPCODE_NOTIFY: Final = 4
+
+
+# Bytes that Go's DNS library (miekg/dns, ``isDomainNameLabelSpecial``) escapes with a
+# backslash in a name's text form; bytes outside ``' '..'~'`` become ``\DDD``.
+_SPECIAL = frozenset(b".\\ '@;()\"")
+_MAX_NAME_WIRE = 255
+_MAX_POINTERS = 126
+
+
+def presentation_name(labels: Sequence[bytes]) -> str:
+    r"""The text form of a name given as wire labels, as Go's DNS library writes it.
+
+    A label holding a dot stays one label (``api\.stripe\.com.``), so it can never be
+    read as the three-label name ``api.stripe.com.``.
+
+    >>> presentation_name([b"api.stripe", b"com"])
+    'api\\.stripe.com.'
+    """
+    out: list[str] = []
+    for label in labels:
+        for b in label:
+            if b in _SPECIAL:
+                out.append("\\" + chr(b))
+            elif b < 0x20 or b > 0x7E:
+                out.append(f"\\{b:03d}")
+            else:
+                out.append(chr(b))
+        out.append(".")
+    return "".join(out) or "."
+
+
+class _NameError(ValueError):
+    """A name in a message that Go's DNS library refuses to unpack."""
+
+
+def _unpack_name(msg: bytes, off: int) -> tuple[tuple[bytes, ...], int]:
+    """Wire labels of the name at ``off`` and the offset after it (``unpackDomainName``).
+
+    Labels are at most 63 bytes (the 0x40/0x80 length bits are reserved), the name at most
+    255 bytes on the wire, and at most 126 compression pointers are followed; any byte may
+    appear in a label.
+    """
+    labels: list[bytes] = []
+    budget = _MAX_NAME_WIRE
+    end = -1
+    pointers = 0
+    while True:
+        if off >= len(msg):
+            raise _NameError("name runs past the end of the message")
+        c = msg[off]
+        off += 1
+        kind = c & 0xC0
+        if kind == 0x00:
+            if c == 0:
+                break
+            if off + c > len(msg):
+                raise _NameError("label runs past the end of the message")
+            budget -= c + 1
+            if budget <= 0:
+                raise _NameError("name longer than 255 bytes")
+            labels.append(msg[off : off + c])
+            off += c
+        elif kind == 0xC0:
+            if off >= len(msg):
+                raise _NameError("compression pointer runs past the end of the message")
+            pointers += 1
+            if pointers > _MAX_POINTERS:
+                raise _NameError("too many compression pointers")
+            if end < 0:
+                end = off + 1
+            off = ((c & 0x3F) << 8) | msg[off]
+        else:
+            raise _NameError(f"reserved label type 0x{kind:02x}")
+    return tuple(labels), (end if end >= 0 else off)
 
 
 def _to_ips(value: Sequence[str | IPAddress]) -> tuple[IPAddress, ...]:
@@ -153,21 +228,21 @@ def extract_msg_details(message: DNSRecord) -> MessageDetails:
     """
     if not message.questions:
         raise ValueError("Invalid DNS message")
-    qname = str(message.questions[0].qname).lower()
+    qname = presentation_name(message.questions[0].qname.label).lower()
     rr_name = qname
     ttl = _NO_TTL
     ips: list[IPAddress] = []
     cnames: list[str] = []
     types: list[str] = []
     for rr in message.rr:
-        if str(rr.rname).lower() != rr_name:
+        if presentation_name(rr.rname.label).lower() != rr_name:
             raise ValueError(f"Unexpected name ({rr.rname}) in RRs for {rr_name} (query for {qname})")
         if rr.rtype in (QTYPE.A, QTYPE.AAAA):
             ips.append(ipaddress.ip_address(str(rr.rdata)))
             ttl = min(ttl, rr.ttl)
         elif rr.rtype == QTYPE.CNAME:
             ttl = min(ttl, rr.ttl)
-            target = str(rr.rdata.label)
+            target = presentation_name(rr.rdata.label.label)
             rr_name = target.lower()
             cnames.append(target)
         types.append(QTYPE.get(rr.rtype))
@@ -269,17 +344,21 @@ class DNSProxy:
         allowed names are answered from ``upstream`` (A/AAAA by query type; unknown names get
         NXDOMAIN). Malformed messages get FORMERR, non-query opcodes NOTIMP.
         """
+        if isinstance(query, bytearray | memoryview):
+            query = bytes(query)
+        if not isinstance(query, bytes):
+            raise TypeError(f"a DNS query is bytes, not {type(query).__name__}")
         try:
             return self._handle(query, allow, upstream, endpoint, now)
         except Exception as exc:  # the proxy must answer, never crash on input
-            msg_id = struct.unpack("!H", query[:2])[0] if len(query) >= 2 else 0
+            msg_id = int.from_bytes(query[:2], "big") if len(query) >= 2 else 0
             return DNSProxyResult(
                 response=_error_response(msg_id, 0, RCODE.SERVFAIL),
                 rcode=RCODE.SERVFAIL,
                 allowed=False,
                 name="",
                 qtype="",
-                reason=f"internal error while handling the query: {exc}",
+                reason=f"internal error while handling the query: {str(exc)[:200]}",
                 id=msg_id,
             )
 
@@ -318,11 +397,18 @@ class DNSProxy:
         if qdcount != 1 or ancount > 1 or nscount > 1 or arcount > 2:
             return self._error(msg_id, opcode, RCODE.FORMERR, f"malformed query: {qdcount} questions")
         try:
-            request = DNSRecord.parse(query)
-        except (DNSError, ValueError, IndexError, UnicodeError, struct.error) as exc:
-            return self._error(msg_id, opcode, RCODE.FORMERR, f"malformed query: {exc}")
+            labels, qend = _unpack_name(query, _HEADER_LEN)
+            if qend + 4 > len(query):
+                raise _NameError("question runs past the end of the message")
+            # dnslib refuses label bytes that are not UTF-8, which Go accepts (and escapes):
+            # it checks the rest of the message on a copy whose question name is spelled
+            # with as many plain letters.
+            request = DNSRecord.parse(_plain_question(query, labels))
+        except (_NameError, DNSError, ValueError, IndexError, UnicodeError, struct.error) as exc:
+            return self._error(msg_id, opcode, RCODE.FORMERR, f"malformed query: {str(exc)[:200]}")
         question = request.questions[0]
-        qname = normalize_name(str(question.qname))
+        question.qname = DNSLabel(labels)
+        qname = normalize_name(presentation_name(labels))
         qtype = str(QTYPE.get(question.qtype))
         if not _allow_callable(allow)(qname):
             code = self._reject_code
@@ -350,7 +436,7 @@ class DNSProxy:
                 id=msg_id,
             )
         reply = _reply_to(request, RCODE.NOERROR)
-        owner = qname
+        owner: DNSLabel | str = question.qname
         for target in records.cnames:
             reply.add_answer(RR(owner, QTYPE.CNAME, rdata=CNAME(target), ttl=records.ttl))
             owner = target
@@ -396,6 +482,18 @@ class DNSProxy:
             reason=reason,
             id=msg_id,
         )
+
+
+def _plain_question(query: bytes, labels: Sequence[bytes]) -> bytes:
+    if all(label.isascii() for label in labels):
+        return query
+    off, out = _HEADER_LEN, bytearray(query)
+    for label in labels:
+        if out[off] & 0xC0:  # the rest of the name is elsewhere
+            break
+        out[off + 1 : off + 1 + len(label)] = b"a" * len(label)
+        off += len(label) + 1
+    return bytes(out)
 
 
 def _reply_to(request: DNSRecord, rcode: int) -> DNSRecord:

@@ -7,6 +7,7 @@ raised ``TypeError``, ``AttributeError``, ``RecursionError``, ``UnicodeEncodeErr
 
 from __future__ import annotations
 
+import struct
 import textwrap
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 from ciliumpy import Cluster
+from ciliumpy._dns import DNSProxy
+from ciliumpy._fqdn import FQDNCache, ManualClock
 from ciliumpy._manifests import MAX_DEPTH, load_objects
 from ciliumpy.exceptions import CiliumpyError, PolicyError
 
@@ -267,3 +270,69 @@ def test_l7_parser_conflict_found_after_parsing_names_file_and_line(tmp_path: Pa
     assert info.value.document == str(path)
     assert info.value.line == 19
     assert isinstance(info.value, CiliumpyError)
+
+
+# ---------------------------------------------------------------- the DNS proxy's wire input
+def _query(name_wire: bytes, qtype: int = 1) -> bytes:
+    return struct.pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0) + name_wire + struct.pack("!HH", qtype, 1)
+
+
+STRIPE = {"api.stripe.com": (["203.0.113.7"], 60)}
+
+
+def _allow_stripe(name: str) -> bool:
+    return name == "api.stripe.com."
+
+
+def test_dns_label_holding_dots_is_not_read_as_several_labels() -> None:
+    # One 14-byte label "api.stripe.com": Go's DNS library writes it api\.stripe\.com.
+    result = DNSProxy().handle(_query(b"\x0eapi.stripe.com\x00"), allow=_allow_stripe, upstream=STRIPE)
+    assert result.rcode_name == "REFUSED"
+    assert result.name == "api\\.stripe\\.com."
+    assert result.answers == ()
+
+
+def test_dns_label_with_dots_learns_nothing_into_the_fqdn_cache() -> None:
+    cache = FQDNCache(ManualClock(0.0))
+    proxy = DNSProxy(cache=cache, endpoint="d/a")
+    proxy.handle(_query(b"\x0eapi.stripe.com\x00"), allow=lambda _n: True, upstream=STRIPE, now=0.0)
+    assert not cache.entries()
+
+
+def test_dns_real_name_is_still_answered() -> None:
+    result = DNSProxy().handle(_query(b"\x03api\x06stripe\x03com\x00"), allow=_allow_stripe, upstream=STRIPE)
+    assert (result.rcode_name, result.answers) == ("NOERROR", ("203.0.113.7",))
+
+
+@pytest.mark.parametrize(
+    "name_wire",
+    [
+        b"\x40" + b"a" * 64 + b"\x00",  # label of 64 bytes: the 0x40 type bits are reserved
+        b"\x80a\x00",  # reserved label type
+        (b"\x3f" + b"a" * 63) * 4 + b"\x00",  # 256 bytes on the wire
+        b"\xc0\x0c",  # pointer to itself
+        b"\x05ab",  # label past the end
+    ],
+    ids=["label-64", "label-type-0x80", "name-256", "pointer-loop", "truncated"],
+)
+def test_dns_malformed_name_gets_formerr_not_servfail(name_wire: bytes) -> None:
+    result = DNSProxy().handle(_query(name_wire), allow=lambda _n: True, upstream=STRIPE)
+    assert result.rcode_name == "FORMERR"
+    assert result.response[:2] == b"\x12\x34"
+
+
+def test_dns_label_bytes_outside_ascii_are_escaped_not_refused_as_malformed() -> None:
+    result = DNSProxy().handle(_query(b"\x03a\xffb\x03com\x00"), allow=lambda _n: True, upstream=STRIPE)
+    assert result.rcode_name == "NXDOMAIN"
+    assert result.name == "a\\255b.com."
+
+
+@pytest.mark.parametrize("query", ["abcdefghijklmnopqrstuvwxyz", None, 5, ["x"]])
+def test_dns_query_that_is_not_bytes_is_a_type_error(query: Any) -> None:
+    with pytest.raises(TypeError, match="a DNS query is bytes"):
+        DNSProxy().handle(query, allow=lambda _n: True, upstream=STRIPE)
+
+
+def test_dns_query_as_bytearray_is_accepted() -> None:
+    result = DNSProxy().handle(bytearray(_query(b"\x03api\x06stripe\x03com\x00")), allow=_allow_stripe, upstream=STRIPE)
+    assert result.rcode_name == "NOERROR"
