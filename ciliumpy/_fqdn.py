@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, Self
@@ -90,10 +91,29 @@ def compile_re2(pattern: str) -> Any:
     Raises :class:`PolicyError` with a Go-style message (``error parsing regexp: missing
     closing ): `(```) when RE2 rejects the pattern.
     """
+    bad = _go_only_rejects(pattern)
+    if bad is not None:
+        raise PolicyError(f"error parsing regexp: invalid escape sequence: `{bad}`", value=pattern)
     try:
         return re2.compile(pattern, options=_RE2_OPTIONS)
     except re2.error as exc:
         raise PolicyError(_go_regex_error(exc, pattern), value=pattern) from exc
+    except UnicodeError:
+        raise PolicyError("error parsing regexp: invalid UTF-8", value=pattern) from None
+
+
+def _go_only_rejects(pattern: str) -> str | None:
+    r"""The first escape that C++ RE2 takes but Go's ``regexp/syntax`` refuses: ``\C`` (any
+    byte), which Go never supported."""
+    i = 0
+    while i < len(pattern) - 1:
+        if pattern[i] == "\\":
+            if pattern[i + 1] == "C":
+                return "\\C"
+            i += 2
+        else:
+            i += 1
+    return None
 
 
 def _go_regex_error(exc: BaseException, pattern: str) -> str:
@@ -273,6 +293,37 @@ def validate_match_pattern(value: object, field: str) -> str:
     return value
 
 
+# The CRD's patterns (kubebuilder markers on api.FQDNSelector): at least one character.
+_CRD_NAME = re.compile(r"^([-a-zA-Z0-9_]+[.]?)+$")
+_CRD_PATTERN = re.compile(r"^([-a-zA-Z0-9_*]+[.]?)+$")
+
+
+def check_one_name_field(data: Mapping[str, object], path: str) -> tuple[str | None, str | None]:
+    """``(matchName, matchPattern)`` of a ``toFQDNs`` entry or DNS rule, exactly one set.
+
+    The CRD makes the two fields ``oneOf`` on ``FQDNSelector`` (which ``PortRuleDNS`` is), so
+    ``{}`` and both together are rejected by the API server, and each must match its
+    pattern, which an empty string does not.
+    """
+    name = data.get("matchName")
+    pattern = data.get("matchPattern")
+    if name is not None and pattern is not None:
+        raise PolicyError("only one of MatchName or MatchPattern is allowed in an FQDNSelector", field=path)
+    if name is None and pattern is None:
+        raise PolicyError("one of matchName or matchPattern is required", field=path, value=dict(data))
+    if name is not None:
+        validate_match_name(name, f"{path}.matchName")
+        if not _CRD_NAME.match(str(name)):
+            raise PolicyError("matchName must match ^([-a-zA-Z0-9_]+[.]?)+$", field=f"{path}.matchName", value=name)
+        return str(name), None
+    validate_match_pattern(pattern, f"{path}.matchPattern")
+    if not _CRD_PATTERN.match(str(pattern)):
+        raise PolicyError(
+            "matchPattern must match ^([-a-zA-Z0-9_*]+[.]?)+$", field=f"{path}.matchPattern", value=pattern
+        )
+    return None, str(pattern)
+
+
 def _check_keys(data: Mapping[str, object], allowed: Iterable[str], path: str) -> None:
     allowed = tuple(allowed)
     for key in data:
@@ -303,15 +354,8 @@ class FQDNSelector:
         if not isinstance(data, Mapping):
             raise PolicyError("toFQDNs entry must be a mapping", field=path, value=data)
         _check_keys(data, ("matchName", "matchPattern"), path)
-        name = data.get("matchName")
-        pattern = data.get("matchPattern")
-        if name is not None:
-            validate_match_name(name, f"{path}.matchName")
-        if pattern is not None:
-            validate_match_pattern(pattern, f"{path}.matchPattern")
-        if name and pattern:
-            raise PolicyError("only one of MatchName or MatchPattern is allowed in an FQDNSelector", field=path)
-        return cls(match_name=name or None, match_pattern=pattern or None)
+        name, pattern = check_one_name_field(data, path)
+        return cls(match_name=name, match_pattern=pattern)
 
     def to_manifest(self) -> dict[str, str]:
         """The CRD form (``{"matchName": …}`` or ``{"matchPattern": …}``)."""

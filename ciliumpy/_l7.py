@@ -18,14 +18,13 @@ import attrs
 
 from ciliumpy._datapath import RuleOrigin
 from ciliumpy._fqdn import (
+    check_one_name_field,
     compile_re2,
     dns_allow_regex,
     dns_name_allowed,
     go_quote,
     is_dns_wildcard,
     normalize_name,
-    validate_match_name,
-    validate_match_pattern,
 )
 from ciliumpy.exceptions import PolicyError
 
@@ -452,8 +451,8 @@ class KafkaRule:
 class DNSRule:
     """One ``rules.dns`` entry: which names may be *queried* through the DNS proxy.
 
-    Unlike a ``toFQDNs`` selector a DNS rule may carry both ``matchName`` and
-    ``matchPattern``; each adds one alternative to the proxy's allow-regex.
+    Like a ``toFQDNs`` selector it has exactly one of ``matchName`` and ``matchPattern``
+    (the CRD's ``oneOf``); each rule adds one alternative to the proxy's allow-regex.
     """
 
     match_name: str | None = None
@@ -464,13 +463,8 @@ class DNSRule:
         """Parse ``{matchName, matchPattern}`` with the 1.19 character and length checks."""
         d = _mapping(data, path, "dns rule")
         _check_keys(d, ("matchName", "matchPattern"), path)
-        name = d.get("matchName")
-        pattern = d.get("matchPattern")
-        if name is not None:
-            validate_match_name(name, f"{path}.matchName")
-        if pattern is not None:
-            validate_match_pattern(pattern, f"{path}.matchPattern")
-        return cls(match_name=str(name) if name else None, match_pattern=str(pattern) if pattern else None)
+        name, pattern = check_one_name_field(d, path)
+        return cls(match_name=name, match_pattern=pattern)
 
     def to_manifest(self) -> dict[str, str]:
         """The CRD form."""

@@ -435,6 +435,6 @@ def locate_error(exc: PolicyError, located: Iterable[tuple[ModelObject, Document
             and (getattr(obj, "namespace", "") or None) == (exc.namespace or None)
         ):
             found = doc
-    if found is None:
-        return exc
+    if found is None or (found.source is None and getattr(found.data, "line", None) is None):
+        return exc  # Python data: there is no file or line to name
     return exc.located(document=found.source or "<manifest>", line=line_of(found.data, exc.field))

@@ -265,6 +265,12 @@ def value_at(root: Any, path: str) -> tuple[bool, Any]:
     return (True, node) if found and consumed.lstrip(".") == path else (False, None)
 
 
+def _no_zone(text: str, field: str) -> None:
+    # Python accepts "fe80::1%eth0/64"; Go's netip.ParsePrefix and net.ParseCIDR do not.
+    if "%" in text:
+        raise PolicyError("unable to parse CIDR: IPv6 zones cannot be present in a prefix", field=field, value=text)
+
+
 def parse_network(text: Any, field: str) -> IPNetwork:
     """A CIDR or a bare IP (treated as /32 or /128): the agent's reading of a CIDR.
 
@@ -272,6 +278,7 @@ def parse_network(text: Any, field: str) -> IPNetwork:
     """
     if not isinstance(text, str) or not text:
         raise PolicyError("IP must be specified", field=field, value=text)
+    _no_zone(text, field)
     try:
         if "/" not in text:
             return ipaddress.ip_network(ipaddress.ip_address(text))
@@ -290,6 +297,7 @@ def parse_cidr(text: Any, field: str) -> IPNetwork:
         raise PolicyError("must be of type string", field=field, value=text)
     if not text:
         raise PolicyError("IP must be specified", field=field, value=text)
+    _no_zone(text, field)
     try:
         if "/" not in text:
             raise ValueError(text)
@@ -1404,7 +1412,7 @@ _K8S_CIDR_MSG = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)
 
 
 def _k8s_cidr(value: Any, field: str) -> IPNetwork:
-    if not isinstance(value, str) or "/" not in value:
+    if not isinstance(value, str) or "/" not in value or "%" in value:
         raise PolicyError(_K8S_CIDR_MSG, field=field, value=value)
     try:
         return ipaddress.ip_network(value, strict=False)

@@ -336,3 +336,92 @@ def test_dns_query_that_is_not_bytes_is_a_type_error(query: Any) -> None:
 def test_dns_query_as_bytearray_is_accepted() -> None:
     result = DNSProxy().handle(bytearray(_query(b"\x03api\x06stripe\x03com\x00")), allow=_allow_stripe, upstream=STRIPE)
     assert result.rcode_name == "NOERROR"
+
+
+# ---------------------------------------------------------------- what the CRD schema rejects
+def _cnp_egress(egress: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "x", "namespace": "d"},
+        "spec": {"endpointSelector": {}, "egress": [egress]},
+    }
+
+
+def _dns_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    return {"toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}], "rules": {"dns": [rule]}}]}
+
+
+def _http_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    return {"toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [rule]}}]}
+
+
+@pytest.mark.parametrize(
+    ("egress", "field"),
+    [
+        ({"toFQDNs": [{"matchName": ""}]}, "spec.egress[0].toFQDNs[0].matchName"),
+        ({"toFQDNs": [{"matchPattern": ""}]}, "spec.egress[0].toFQDNs[0].matchPattern"),
+        ({"toFQDNs": [{"matchName": ".com"}]}, "spec.egress[0].toFQDNs[0].matchName"),
+        ({"toFQDNs": [{}]}, "spec.egress[0].toFQDNs[0]"),
+        ({"toFQDNs": [{"matchName": "a.com", "matchPattern": "*.a.com"}]}, "spec.egress[0].toFQDNs[0]"),
+        ({"toFQDNs": [{"matchName": "", "matchPattern": "*.a.com"}]}, "spec.egress[0].toFQDNs[0]"),
+        (_dns_rule({"matchName": "a.com", "matchPattern": "*.a.com"}), "spec.egress[0].toPorts[0].rules.dns[0]"),
+        (_dns_rule({}), "spec.egress[0].toPorts[0].rules.dns[0]"),
+        (_dns_rule({"matchName": ""}), "spec.egress[0].toPorts[0].rules.dns[0].matchName"),
+        (
+            {
+                "toPorts": [
+                    {"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [{}], "dns": [{"matchName": "a"}]}}
+                ]
+            },
+            "spec.egress[0].toPorts[0].rules",
+        ),
+        (
+            {"toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}], "rules": {"http": [{}], "l7proto": "r2d2"}}]},
+            "spec.egress[0].toPorts[0].rules",
+        ),
+        ({"toCIDR": ["fe80::1%eth0/64"]}, "spec.egress[0].toCIDR[0]"),
+        (
+            {"toCIDRSet": [{"cidr": "fe80::/64", "except": ["fe80::1%25eth0/128"]}]},
+            "spec.egress[0].toCIDRSet[0].except[0]",
+        ),
+        (_http_rule({"path": "/a\\C"}), "spec.egress[0].toPorts[0].rules.http[0].path"),
+        (_http_rule({"method": "[\\C]"}), "spec.egress[0].toPorts[0].rules.http[0].method"),
+    ],
+    ids=[
+        "matchName-empty",
+        "matchPattern-empty",
+        "matchName-leading-dot",
+        "toFQDNs-empty-entry",
+        "toFQDNs-both",
+        "toFQDNs-empty-name-and-pattern",
+        "dns-rule-both",
+        "dns-rule-empty",
+        "dns-rule-empty-name",
+        "http-and-dns",
+        "http-and-l7proto",
+        "cidr-ipv6-zone",
+        "except-ipv6-zone",
+        "regex-backslash-C",
+        "regex-backslash-C-in-class",
+    ],
+)
+def test_policy_the_crd_schema_rejects_is_rejected(egress: dict[str, Any], field: str) -> None:
+    err = _load_error(_cnp_egress(egress))
+    assert err.field == field
+
+
+def test_escaped_backslash_before_c_is_a_valid_regex() -> None:
+    (cnp,) = load_objects([_cnp_egress(_http_rule({"path": "/a\\\\C"}))])
+    assert cnp.name == "x"
+
+
+def test_k8s_ipblock_with_ipv6_zone_is_rejected() -> None:
+    netpol = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "x", "namespace": "d"},
+        "spec": {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "fe80::%eth0/64"}}]}]},
+    }
+    err = _load_error(netpol)
+    assert err.field == "spec.egress[0].to[0].ipBlock.cidr"

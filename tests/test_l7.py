@@ -124,7 +124,7 @@ def test_without_a_request_the_decision_lists_what_is_accepted() -> None:
         {"kafka": [{"role": "produce", "topic": "orders"}]},
         {"kafka": [{"apiKey": "fetch", "apiVersion": "2", "clientID": "c1", "topic": "t"}]},
         {"dns": [{"matchName": "api.stripe.com"}, {"matchPattern": "*.amazonaws.com"}]},
-        {"dns": [{"matchName": "cilium.io", "matchPattern": "*.cilium.io"}]},
+        {"dns": [{"matchPattern": "*"}, {"matchName": "cilium.io."}]},
         {"l7proto": "r2d2", "l7": [{"cmd": "READ", "file": "/public/.*"}]},
         {"l7proto": "r2d2"},
         {},
