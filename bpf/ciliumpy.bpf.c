@@ -431,6 +431,7 @@ struct decision {
 	__u8 lpm_prefix;
 	__u8 l3;		/* the chosen entry is the exact-identity lookup's */
 	__u8 flags;		/* CIL_EVENT_ENFORCED, CIL_EVENT_HAS_ENTRY */
+	__u8 ct_flags;		/* the reply's conntrack entry's flags (CIL_CT_F_*) */
 };
 
 static __always_inline __u32 ipcache_identity(const __u8 *addr, __u8 family)
@@ -620,6 +621,7 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 		ct = bpf_map_lookup_elem(&cil_ct, &rev);
 		if (ct && ct->direction != dir) {
 			d->ct_state = CIL_CT_REPLY;
+			d->ct_flags = ct->flags;
 			return TC_ACT_OK;
 		}
 		d->ct_state = CIL_CT_NEW;
@@ -708,7 +710,7 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 		bpf_map_update_elem(&cil_ct, &ctk, &fresh, BPF_ANY);
 	}
 	d->proxy_port = bpf_ntohs(chosen->proxy_port);
-	/* No proxy runs here: a redirect verdict lets the packet pass and says so in the event. */
+	/* A redirect passes here; cil_from_container hands it to a lab proxy (bpf/proxy.h). */
 	d->verdict = d->proxy_port ? CIL_VERDICT_REDIRECT : CIL_VERDICT_ALLOW;
 	return TC_ACT_OK;
 }
@@ -716,6 +718,16 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 static __always_inline int wants_event(__u32 mode, const struct decision *d)
 {
 	return mode == CIL_EVENTS_ALL || (mode == CIL_EVENTS_DROPS && d->verdict == CIL_VERDICT_DROP);
+}
+
+#include "proxy.h"
+
+/* The proxy port a redirect goes to when lab proxies run, else 0 (the packet passes). */
+static __always_inline __u16 proxy_target(const struct decision *d)
+{
+	if (likely(d->verdict != CIL_VERDICT_REDIRECT) || !proxy_redirect_enabled())
+		return 0;
+	return d->proxy_port;
 }
 
 /*
@@ -803,6 +815,8 @@ int cil_from_container(struct __sk_buff *skb)
 	struct decision d = {};
 	const struct endpoint_info *src, *dst;
 	__u32 mode;
+	__u16 proxy_port;
+	__u8 dir = CIL_DIR_EGRESS;
 	int ret = TC_ACT_SHOT;
 
 	/* Keep p in memory.  Split into registers by clang, each field needs its own zero on
@@ -826,16 +840,37 @@ int cil_from_container(struct __sk_buff *skb)
 	if (ret != TC_ACT_OK || !src || !src->ifindex || src->ifindex != skb->ifindex)
 		return ret;
 
-	dst = endpoint_of(p.daddr, p.family);
-	if (!dst || !dst->ifindex || !can_deliver(skb, &p))
-		return TC_ACT_OK;	/* the stack routes it; cil_to_container judges it there */
-	__builtin_memset(&d, 0, sizeof(d));
-	ret = decide(skb, &p, CIL_DIR_INGRESS, dst, &d);
-	if (unlikely(wants_event(mode, &d)))
-		emit(skb, &p, &d, CIL_DIR_INGRESS);
-	if (ret != TC_ACT_OK)
-		return ret;
-	return deliver(skb, &p, dst);
+	/* The source's egress redirects to a proxy, or the packet answers a proxy's upstream
+	 * connection: either way it is for the node's stack, not the destination. */
+	proxy_port = proxy_target(&d);
+	if (!proxy_port) {
+		if (unlikely(reply_to_proxy(&d))) {
+			skb->mark = CIL_MARK_TO_PROXY;
+			return TC_ACT_OK;
+		}
+		dst = endpoint_of(p.daddr, p.family);
+		if (!dst || !dst->ifindex || !can_deliver(skb, &p))
+			return TC_ACT_OK;	/* the stack routes it; cil_to_container judges it there */
+		__builtin_memset(&d, 0, sizeof(d));
+		dir = CIL_DIR_INGRESS;
+		ret = decide(skb, &p, CIL_DIR_INGRESS, dst, &d);
+		if (unlikely(wants_event(mode, &d)))
+			emit(skb, &p, &d, CIL_DIR_INGRESS);
+		if (ret != TC_ACT_OK)
+			return ret;
+		proxy_port = proxy_target(&d);
+		if (!proxy_port)
+			return deliver(skb, &p, dst);
+	}
+	/* One call site for both hooks' redirects keeps the verifier's work down. */
+	ret = to_proxy(skb, &p, proxy_port);
+	if (likely(!ret))
+		return TC_ACT_OK;
+	d.verdict = CIL_VERDICT_DROP;
+	d.drop_reason = ret;
+	if (wants_event(mode, &d))
+		emit(skb, &p, &d, dir);
+	return TC_ACT_SHOT;
 }
 
 SEC("tc")
@@ -851,6 +886,8 @@ int cil_to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	case PARSE_OK:
 		ret = decide(skb, &p, CIL_DIR_INGRESS, endpoint_of(p.daddr, p.family), &d);
+		if (unlikely(skb->mark) && ret == TC_ACT_OK)
+			note_proxy_upstream(skb, &p, &d);
 		break;
 	default:
 		break;

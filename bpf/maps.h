@@ -23,6 +23,9 @@ enum cil_drop_reason {
 	CIL_DROP_INVALID = 134,
 	CIL_DROP_CT_UNKNOWN_PROTO = 137,
 	CIL_DROP_FRAG_NOSUPPORT = 157,
+	CIL_DROP_PROXY_LOOKUP_FAILED = 178,	/* no proxy socket for a redirect (bpf/proxy.h) */
+	CIL_DROP_PROXY_SET_FAILED = 179,	/* bpf_sk_assign() refused the proxy socket */
+	CIL_DROP_PROXY_UNKNOWN_PROTO = 180,	/* a redirect of neither TCP nor UDP */
 	CIL_DROP_POLICY_DENY = 181,
 	CIL_DROP_POLICY_AUTH_REQUIRED = 189,
 };
@@ -152,7 +155,8 @@ struct ct_key {
 struct ct_entry {
 	__u64 created_ns;
 	__u8 direction;		/* hook that created the entry (enum cil_direction) */
-	__u8 pad[7];
+	__u8 flags;		/* CIL_CT_F_* (bpf/proxy.h) */
+	__u8 pad[6];
 };
 
 /* ---- authentication: (endpoint, remote identity, auth type) pairs ---- */
@@ -190,6 +194,9 @@ struct cil_config {
 	/* Cilium's enable-extended-ip-protocols: IP protocols conntrack does not know are
 	 * judged by policy (port 0) instead of dropped with CIL_DROP_CT_UNKNOWN_PROTO. */
 	__u32 extended_ip_protocols;
+	/* Proxies listen in this (the node's) namespace: redirects go to their sockets
+	 * (bpf/proxy.h) instead of passing at L3/L4. */
+	__u32 proxy_redirect;
 };
 
 /* ---- ring-buffer record: one per evaluated IP packet (subject to event_mode) ---- */

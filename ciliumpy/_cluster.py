@@ -1115,13 +1115,15 @@ class Cluster:
         )
         return found[0][1] if found else None
 
-    def resolve(self, src: str, name: str, qtype: str = "A") -> Resolution:
+    def resolve(self, src: str, name: str, qtype: str = "A", *, upstream: Any = None) -> Resolution:
         """Resolve ``name`` from pod ``src`` through the cluster DNS, as the pod would.
 
         The query is a UDP/53 flow to the DNS server: egress policy must allow it; when the
         port is redirected to the DNS proxy, the DNS rules decide (REFUSED when denied) and
         answers are learned into the FQDN cache, giving their addresses identities with
-        ``fqdn:`` labels that ``toFQDNs`` selectors select.
+        ``fqdn:`` labels that ``toFQDNs`` selectors select.  ``upstream`` (``(name, qtype)
+        -> DNSRecords | None``) answers instead of the registered records, asked only for
+        allowed names: the live lab's DNS proxy passes its real server's answer here.
         """
         from ._dns import DNSProxy, build_query
         from ._l7 import DNSQuery
@@ -1143,7 +1145,7 @@ class Cluster:
         result = proxy.handle(
             build_query(name, qtype, id=pkt.sport),
             allow=lambda _n: allowed,
-            upstream=self._dns_upstream,
+            upstream=self._dns_upstream if upstream is None else upstream,
             endpoint=src,
             now=self.clock.now(),
         )

@@ -79,6 +79,11 @@ class DropReason(enum.IntEnum):
     CT_UNKNOWN_L4_PROTOCOL = 137
     IP_FRAGMENTATION_NOT_SUPPORTED = 157
     ENCAPSULATION_TRAFFIC_IS_PROHIBITED = 170
+    # A redirect to a lab proxy that found no proxy socket, could not be assigned to it, or
+    # is of a protocol without proxies (bpf/proxy.h; Cilium's TPROXY drops).
+    PROXY_LOOKUP_FAILED = 178
+    PROXY_SET_FAILED = 179
+    PROXY_UNKNOWN_PROTO = 180
     POLICY_DENY = 181
     AUTH_REQUIRED = 189
     UNENCRYPTED_TRAFFIC = 195
@@ -96,6 +101,9 @@ _DROP_TEXT = {
     DropReason.CT_UNKNOWN_L4_PROTOCOL: "CT: Unknown L4 protocol",
     DropReason.IP_FRAGMENTATION_NOT_SUPPORTED: "IP fragmentation not supported",
     DropReason.ENCAPSULATION_TRAFFIC_IS_PROHIBITED: "Encapsulation traffic is prohibited",
+    DropReason.PROXY_LOOKUP_FAILED: "Failed to find proxy socket",
+    DropReason.PROXY_SET_FAILED: "Failed to assign the proxy socket",
+    DropReason.PROXY_UNKNOWN_PROTO: "Unknown protocol to redirect to the proxy",
     DropReason.POLICY_DENY: "Policy denied by denylist",
     DropReason.AUTH_REQUIRED: "Authentication required",
     DropReason.UNENCRYPTED_TRAFFIC: "Traffic is unencrypted",

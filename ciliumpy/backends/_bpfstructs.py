@@ -157,7 +157,7 @@ class CtKey(ctypes.Structure):
 
 
 class CtEntry(ctypes.Structure):
-    _fields_ = [("created_ns", _u64), ("direction", _u8), ("pad", _u8 * 7)]
+    _fields_ = [("created_ns", _u64), ("direction", _u8), ("flags", _u8), ("pad", _u8 * 6)]
 
 
 class AuthKey(ctypes.Structure):
@@ -191,7 +191,7 @@ class PolicyStatsValue(ctypes.Structure):
 
 
 class CilConfig(ctypes.Structure):
-    _fields_ = [("event_mode", _u32), ("extended_ip_protocols", _u32)]
+    _fields_ = [("event_mode", _u32), ("extended_ip_protocols", _u32), ("proxy_redirect", _u32)]
 
 
 class FlowEvent(ctypes.Structure):

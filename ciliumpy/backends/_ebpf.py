@@ -682,6 +682,7 @@ class EBPFBackend:
             self._kernel.rb = L.library().ring_buffer__new(self._fds[b"cil_events"], self._kernel.sample_cb, None, None)
             self._event_mode = S.EventMode.ALL
             self._extended = bool(extended_ip_protocols)
+            self._proxy_redirect = False
             self.event_mode = event_mode
         except BaseException:
             self.close()
@@ -823,8 +824,29 @@ class EBPFBackend:
         self._write_config(self._event_mode, bool(enabled))
         self._extended = bool(enabled)
 
+    @property
+    def proxy_redirect(self) -> bool:
+        """Whether redirects go to proxy sockets in the namespace of the attached programs.
+
+        Set by :class:`ciliumpy.lab.Lab` while its proxies run: a packet redirected by a
+        policy entry with a proxy port is then assigned to the proxy's socket with
+        ``bpf_sk_assign`` (or dropped with ``PROXY_LOOKUP_FAILED`` when no proxy listens
+        there).  Off (the default), a redirect passes at L3/L4.  ``evaluate()`` is not
+        affected: test runs never reach the proxy step (docs/ebpf.md).
+        """
+        return self._proxy_redirect
+
+    @proxy_redirect.setter
+    def proxy_redirect(self, enabled: bool) -> None:
+        self._proxy_redirect = bool(enabled)
+        self._write_config(self._event_mode, self._extended)
+
     def _write_config(self, mode: S.EventMode, extended: bool) -> None:
-        config = S.CilConfig(event_mode=mode, extended_ip_protocols=int(extended))
+        config = S.CilConfig(
+            event_mode=mode,
+            extended_ip_protocols=int(extended),
+            proxy_redirect=int(self._proxy_redirect),
+        )
         L.map_update(self._fd(b"cil_config"), ctypes.c_uint32(0), config)
 
     @property

@@ -25,22 +25,30 @@ import contextlib
 import ctypes
 import errno as errno_mod
 import os
+import secrets
 import socket
+import subprocess
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._cluster import HOST_IP_V4, HOST_IP_V6, Cluster
+from .._cluster import HOST_IP_V4, HOST_IP_V6, Cluster, Resolution
 from .._datapath import Action, Direction, DropReason, IPAddress, Protocol
+from .._dns import build_query
 from ..backends import _libbpf as L
 from ..backends._ebpf import DatapathEvent, EBPFBackend, EndpointDevice
 from ..exceptions import BPFError, LabError, UnknownEndpointError
 from . import _netns
+from ._client import LabHTTPResult, ProxyLimits, dns_exchange, http_exchange
 from ._netns import NetNS
 from ._probe import probe
+
+if TYPE_CHECKING:
+    from ._serving import Serving
 
 __all__ = ["HOST", "Lab", "LiveResult"]
 
@@ -185,6 +193,8 @@ class _Resources:
     def __init__(self) -> None:
         self.node: NetNS | None = None
         self.ports: dict[str, _Port] = {}
+        self.extra: list[NetNS] = []  # namespaces of the serving lab's own (the world)
+        self.serving: Serving | None = None
         self.released = False
 
     def drop_port(self, port: _Port) -> None:
@@ -199,6 +209,8 @@ class _Resources:
         if self.released:
             return
         self.released = True
+        if self.serving is not None:
+            self.serving.close()
         node = self.node
         if node is not None and not node.closed and self.ports:
             # One batch for every pair; -force goes on past links that are already gone.
@@ -207,6 +219,8 @@ class _Resources:
         for port in self.ports.values():
             port.netns.close()
         self.ports.clear()
+        for extra in self.extra:
+            extra.close()
         if node is not None:
             node.close()
 
@@ -249,13 +263,24 @@ class Lab:
     """
 
     def __init__(
-        self, cluster: Cluster, *, attach: bool = True, ipv6: bool = True, local_delivery: bool = True
+        self,
+        cluster: Cluster,
+        *,
+        attach: bool = True,
+        ipv6: bool = True,
+        local_delivery: bool = True,
+        serve: bool = False,
+        limits: ProxyLimits | None = None,
     ) -> None:
         backend = cluster.backend
         if not isinstance(backend, EBPFBackend):
             raise TypeError(f"Lab needs a cluster on the eBPF backend, got {type(backend).__name__}")
         if backend.closed:
             raise ValueError("the cluster's EBPFBackend is closed")
+        if serve and not local_delivery:
+            # Ingress redirects are handed to the proxy where the destination's policy runs
+            # in cil_from_container, i.e. with local delivery (bpf/proxy.h).
+            raise ValueError("Lab(serve=True) needs local_delivery=True: the proxies take redirects there")
         self.cluster = cluster
         self.backend: EBPFBackend = backend
         self.ipv6 = ipv6
@@ -271,6 +296,8 @@ class Lab:
             if ipv6:
                 batch.append(f"address add {HOST_IP_V6}/128 dev lo")
             node.ip(batch=batch)
+            if serve:
+                self._res.serving = _serving_module().Serving(self, limits)
             self.sync()
         except BaseException:
             self.close()
@@ -344,10 +371,15 @@ class Lab:
             ref: _Wiring(self.cluster.endpoint_id(ref), tuple(ep.ips)) for ref, ep in self.cluster.endpoints.items()
         }
         ports = self._res.ports
+        serving = self._res.serving
         for ref in [r for r, p in ports.items() if wanted.get(r) != p.wiring]:
             port = ports.pop(ref)
             self._forget_device(port)
+            if serving is not None:
+                serving.stop_endpoint(ref, port.netns.name)
             self._res.drop_port(port)
+        if serving is not None:
+            serving.sync_world()
         for ref, wiring in wanted.items():
             if ref not in ports:
                 self._plug(ref, wiring)
@@ -389,6 +421,28 @@ class Lab:
             self.backend.set_endpoint_device(ep_id, EndpointDevice(ifindex, pod_mac, host_mac))
         if self._attached:
             self._attach_port(port)
+        if self._res.serving is not None:
+            self._res.serving.serve_endpoint(ref, pod, ips)
+
+    def _adopt_netns(self, role: str) -> NetNS:
+        """A namespace of this lab's own (removed with it), e.g. the serving lab's world."""
+        ns = NetNS(self._name(role))
+        self._res.extra.append(ns)
+        return ns
+
+    def owner_of(self, ip: IPAddress) -> str | None:
+        """The endpoint plugged in with address ``ip``, if any."""
+        for ref, port in self._res.ports.items():
+            if ip in port.wiring.ips:
+                return ref
+        return None
+
+    def _served(self, who: str, proto: str, port: int) -> bool:
+        """Whether a lab server listens on ``who``'s ``port`` (then connect() talks to it)."""
+        if who == HOST:
+            return False
+        ep = self.cluster.endpoints.get(who)
+        return ep is not None and any(p.port == port and p.protocol.upper() == proto for p in ep.ports)
 
     def _forget_device(self, port: _Port) -> None:
         """Stop delivering to ``port``'s veth (a no-op for the backend when none is set)."""
@@ -469,10 +523,11 @@ class Lab:
         self.backend.drain_events()  # earlier traffic's events are not this exchange's
         started = time.monotonic()
         try:
+            served = self._res.serving is not None and proto != "ICMP" and self._served(dst, proto, int(port or 0))
             outcome = probe(
                 proto,
                 lambda f, t, p: src_ns.call(lambda: socket.socket(f, t, p)),
-                lambda f, t, p: dst_ns.call(lambda: socket.socket(f, t, p)),
+                None if served else (lambda f, t, p: dst_ns.call(lambda: socket.socket(f, t, p))),
                 src_ip,
                 dst_ip,
                 int(port or 0),
@@ -498,6 +553,126 @@ class Lab:
             elapsed=elapsed,
             events=events,
         )
+
+    # -- L7: servers, proxies, real clients ------------------------------------------------
+    @property
+    def serving(self) -> bool:
+        """Whether the lab runs servers and the L7 proxies (``Lab(..., serve=True)``)."""
+        return self._res.serving is not None and not self.closed
+
+    def _serving(self, what: str) -> Serving:
+        serving = self._res.serving
+        if serving is None or self.closed:
+            raise LabError(errno_mod.EOPNOTSUPP, f"{what} needs a serving lab: Lab(cluster, serve=True)")
+        return serving
+
+    @property
+    def flows(self) -> list[dict[str, Any]]:
+        """Every Hubble flow the proxies produced so far (oldest first, the last 10,000)."""
+        serving = self._res.serving
+        return list(serving.flows) if serving is not None else []
+
+    @property
+    def proxy_errors(self) -> int:
+        """Connections the proxies ended on an unexpected exception (a sound proxy: 0)."""
+        serving = self._res.serving
+        return serving.proxy_errors if serving is not None else 0
+
+    def run(self, who: str, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside ``who``'s namespace and wait for it (text output captured).
+
+        With a serving lab the endpoint's ``/etc/netns/<name>/resolv.conf`` points its
+        resolver at the cluster DNS, so ``lab.run("prod/web", "curl", "http://api.stripe.com")``
+        resolves through the DNS proxy as the pod would.
+        """
+        return subprocess.run(self.command(who, *argv), capture_output=True, text=True, timeout=timeout, check=False)
+
+    def http(
+        self,
+        src: str,
+        dst: str,
+        port: int,
+        method: str = "GET",
+        path: str = "/",
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        *,
+        body: bytes = b"",
+        timeout: float = 5.0,
+        family: int | None = None,
+    ) -> LabHTTPResult:
+        """Send one HTTP/1.1 request from ``src`` to ``dst``:``port`` over real sockets.
+
+        Through the datapath and, where policy redirects, the lab's HTTP proxy, which
+        forwards allowed requests to ``dst``'s server and answers denied ones ``403 Access
+        denied``; the result carries the status, body and the proxy's flows.
+        """
+        serving = self._serving("http()")
+        if not 0 < int(port) <= 0xFFFF:
+            raise ValueError(f"port must be within 1..65535, got {port!r}")
+        if not 0 < timeout <= 60:
+            raise ValueError(f"timeout must be within (0, 60] seconds, got {timeout}")
+        self.sync()
+        src_ip, dst_ip = self._pick(src, dst, family)
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        src_ns = self._netns_of(src)
+        started = time.monotonic()
+        sport, status, resp_headers, resp_body, error = http_exchange(
+            lambda f, t: src_ns.call(lambda: socket.socket(f, t)),
+            src_ip,
+            dst_ip,
+            int(port),
+            method,
+            path,
+            pairs,
+            body,
+            timeout,
+        )
+        elapsed = time.monotonic() - started
+        flows = tuple(_flows_of(serving.flows, src_ip, sport))
+        return LabHTTPResult(
+            src=src,
+            dst=dst,
+            port=int(port),
+            method=method,
+            path=path,
+            src_ip=src_ip,
+            dst_ip=dst_ip,
+            sport=sport,
+            status=status,
+            headers=resp_headers,
+            body=resp_body,
+            error=error,
+            elapsed=elapsed,
+            flows=flows,
+        )
+
+    def resolve(self, src: str, name: str, qtype: str = "A", *, timeout: float = 3.0) -> Resolution:
+        """Ask the cluster DNS for ``name`` from ``src`` over real UDP, as its resolver would.
+
+        A query the policy redirects is answered by the lab's DNS proxy, which learns the
+        answer into the cluster's FQDN cache (and kernel maps) first; the result is the
+        :class:`~ciliumpy.Resolution` the proxy produced.  A query that is not redirected
+        gets the server's own answer, with the model's verdict of the query's flow.
+        """
+        serving = self._serving("resolve()")
+        self.sync()
+        server = self.cluster.dns_server()
+        if server is None:
+            raise UnknownEndpointError("no cluster DNS endpoint: add a pod labelled k8s-app=kube-dns")
+        src_ip, dns_ip = self._pick(src, server, None)
+        msg_id = secrets.randbelow(0xFFFF) + 1
+        query = build_query(name, qtype, id=msg_id)
+        src_ns = self._netns_of(src)
+        sport, answer = dns_exchange(
+            lambda f, t: src_ns.call(lambda: socket.socket(f, t)), src_ip, dns_ip, query, timeout
+        )
+        proxied = serving.resolutions.get((str(src_ip), sport, msg_id))
+        if proxied is not None:
+            return proxied
+        with serving.lock:
+            model = self.cluster.resolve(src, name, qtype)
+        resolution: Resolution = _serving_module().real_resolution(answer, model)
+        return resolution
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -541,3 +716,27 @@ def _flow_events(
             ev.src == dst_ip and (ev.sport, ev.dport) == (port, sport)
         ):
             yield ev
+
+
+def _flows_of(
+    flows: Iterator[dict[str, Any]] | Sequence[dict[str, Any]], ip: IPAddress, sport: int
+) -> Iterator[dict[str, Any]]:
+    """The flows of the connection from ``ip``:``sport``, in either direction."""
+    for flow in list(flows):
+        addr = flow.get("IP", {})
+        for l4 in flow.get("l4", {}).values():
+            if (addr.get("source") == str(ip) and l4.get("source_port") == sport) or (
+                addr.get("destination") == str(ip) and l4.get("destination_port") == sport
+            ):
+                yield flow
+
+
+def _serving_module() -> Any:
+    """:mod:`._serving`, imported on first use: it needs the ``lab`` extra (h11, h2)."""
+    try:
+        from . import _serving
+    except ImportError as exc:
+        raise ImportError(
+            f"Lab(serve=True) needs the proxies' libraries ({exc.name}): pip install 'ciliumpy[lab]'"
+        ) from exc
+    return _serving

@@ -63,13 +63,17 @@ def _remaining(deadline: float) -> float:
 def probe(
     protocol: str,
     src_socket: SocketFactory,
-    dst_socket: SocketFactory,
+    dst_socket: SocketFactory | None,
     src_ip: IPAddress,
     dst_ip: IPAddress,
     port: int,
     timeout: float,
 ) -> ProbeOutcome:
-    """Run one exchange of ``protocol`` (``TCP``, ``UDP`` or ``ICMP``) within ``timeout`` s."""
+    """Run one exchange of ``protocol`` (``TCP``, ``UDP`` or ``ICMP``) within ``timeout`` s.
+
+    ``dst_socket`` None: a server of the lab's already listens there and echoes (TCP, UDP);
+    whether it saw the request is then only known from its answer.
+    """
     deadline = time.monotonic() + timeout
     token = b"ciliumpy-lab " + secrets.token_hex(8).encode()
     if protocol == "TCP":
@@ -77,13 +81,15 @@ def probe(
     if protocol == "UDP":
         return _udp(src_socket, dst_socket, src_ip, dst_ip, port, token, deadline)
     if protocol == "ICMP":
+        if dst_socket is None:
+            raise ValueError("an ICMP probe needs the destination's socket factory")
         return _icmp(src_socket, dst_socket, src_ip, dst_ip, token, deadline)
     raise ValueError(f"protocol must be TCP, UDP or ICMP, got {protocol!r}")
 
 
 def _tcp(
     src_socket: SocketFactory,
-    dst_socket: SocketFactory,
+    dst_socket: SocketFactory | None,
     src_ip: IPAddress,
     dst_ip: IPAddress,
     port: int,
@@ -92,11 +98,13 @@ def _tcp(
 ) -> ProbeOutcome:
     fam = _family(dst_ip)
     with contextlib.ExitStack() as stack:
-        listener = stack.enter_context(dst_socket(fam, socket.SOCK_STREAM, 0))
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(_sockaddr(dst_ip, port))
-        listener.listen(4)
-        listener.setblocking(False)
+        listener = None
+        if dst_socket is not None:
+            listener = stack.enter_context(dst_socket(fam, socket.SOCK_STREAM, 0))
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(_sockaddr(dst_ip, port))
+            listener.listen(4)
+            listener.setblocking(False)
         client = stack.enter_context(src_socket(fam, socket.SOCK_STREAM, 0))
         client.bind(_sockaddr(src_ip, 0))
         client.setblocking(False)
@@ -105,7 +113,8 @@ def _tcp(
         if rc not in (0, errno_mod.EINPROGRESS):
             return ProbeOutcome(False, False, sport, os.strerror(rc))
         sel = stack.enter_context(selectors.DefaultSelector())
-        sel.register(listener, selectors.EVENT_READ, "accept")
+        if listener is not None:
+            sel.register(listener, selectors.EVENT_READ, "accept")
         sel.register(client, selectors.EVENT_WRITE, "connect")
         reached = False
         received = b""
@@ -149,7 +158,7 @@ def _tcp(
                         return ProbeOutcome(reached, False, sport, exc.strerror or str(exc))
                     received += data
                     if received == token:
-                        return ProbeOutcome(reached, True, sport)
+                        return ProbeOutcome(reached or listener is None, True, sport)
                     if not data or not token.startswith(received):
                         return ProbeOutcome(reached, False, sport, "connection closed without the echo")
         return ProbeOutcome(reached, False, sport, "timed out")
@@ -157,7 +166,7 @@ def _tcp(
 
 def _udp(
     src_socket: SocketFactory,
-    dst_socket: SocketFactory,
+    dst_socket: SocketFactory | None,
     src_ip: IPAddress,
     dst_ip: IPAddress,
     port: int,
@@ -166,10 +175,12 @@ def _udp(
 ) -> ProbeOutcome:
     fam = _family(dst_ip)
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(dst_socket(fam, socket.SOCK_DGRAM, 0))
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(_sockaddr(dst_ip, port))
-        server.setblocking(False)
+        server = None
+        if dst_socket is not None:
+            server = stack.enter_context(dst_socket(fam, socket.SOCK_DGRAM, 0))
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(_sockaddr(dst_ip, port))
+            server.setblocking(False)
         client = stack.enter_context(src_socket(fam, socket.SOCK_DGRAM, 0))
         client.bind(_sockaddr(src_ip, 0))
         client.setblocking(False)
@@ -177,12 +188,14 @@ def _udp(
         client.connect(_sockaddr(dst_ip, port))
         client.send(token)
         sel = stack.enter_context(selectors.DefaultSelector())
-        sel.register(server, selectors.EVENT_READ, "serve")
+        if server is not None:
+            sel.register(server, selectors.EVENT_READ, "serve")
         sel.register(client, selectors.EVENT_READ, "read")
         reached = False
         while (left := _remaining(deadline)) > 0:
             for key, _mask in sel.select(left):
                 if key.data == "serve":
+                    assert server is not None
                     try:
                         data, addr = server.recvfrom(_RECV_MAX)
                     except BlockingIOError:
@@ -198,7 +211,7 @@ def _udp(
                     except OSError as exc:  # an ICMP error for the connected socket
                         return ProbeOutcome(reached, False, sport, exc.strerror or str(exc))
                     if data == token:
-                        return ProbeOutcome(reached, True, sport)
+                        return ProbeOutcome(reached or server is None, True, sport)
         return ProbeOutcome(reached, False, sport, "timed out")
 
 
