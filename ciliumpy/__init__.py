@@ -26,6 +26,7 @@ from ._labels import Label, LabelSet
 from ._mapstate import EndpointPolicy
 from ._model import (
     CIDRRule,
+    CiliumCIDRGroup,
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
     ContainerPort,
@@ -66,6 +67,7 @@ __all__ = [
     "BackendUnavailableError",
     "CIDRRule",
     "CTState",
+    "CiliumCIDRGroup",
     "CiliumClusterwideNetworkPolicy",
     "CiliumNetworkPolicy",
     "CiliumpyError",

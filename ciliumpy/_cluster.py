@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
+from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
     ID_HOST,
     ID_REMOTE_NODE,
@@ -37,11 +38,9 @@ from ._events import EventLog
 from ._identity import (
     Identity,
     IdentityAllocator,
-    cidr_identity_labels,
     endpoint_identity_labels,
-    world_label_for,
 )
-from ._labels import NAMESPACE_KEY, SOURCE_K8S, Label, LabelSet, cidr_label
+from ._labels import NAMESPACE_KEY, SOURCE_K8S, LabelSet
 from ._manifests import Document, line_of, load_located, load_objects, locate_error
 from ._mapstate import (
     CompilerConfig,
@@ -60,6 +59,7 @@ from ._mapstate import (
 )
 from ._model import (
     CIDRRule,
+    CiliumCIDRGroup,
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
     ContainerPort,
@@ -159,6 +159,7 @@ class Cluster:
         self._nodes: dict[str, Node] = {}
         self.service_table = ServiceTable()  # Services, EndpointSlices and load-balancer state
         self._policies: dict[tuple[str, str, str], PolicyObject] = {}
+        self._cidr_groups: dict[str, CiliumCIDRGroup] = {}
         from ._dns import DNSRecords
         from ._fqdn import FQDNCache, SystemClock
 
@@ -348,12 +349,13 @@ class Cluster:
             self.service_table.snapshot(),
             dict(self._policies),
             dict(self._ep_ids),
+            dict(self._cidr_groups),
         )
 
     def _restore(self, snap: tuple[Any, ...]) -> None:
         self._namespaces, self._endpoints, self._nodes = dict(snap[0]), dict(snap[1]), dict(snap[2])
         self.service_table.restore(snap[3])
-        self._policies, self._ep_ids = dict(snap[4]), dict(snap[5])
+        self._policies, self._ep_ids, self._cidr_groups = dict(snap[4]), dict(snap[5]), dict(snap[6])
         old_backend_state = self._pushed_policy
         self._reset_derived()
         self._pushed_policy = {}
@@ -398,13 +400,6 @@ class Cluster:
                 "fromRequires" if ingress else "toRequires",
                 None,
             )
-        for i, cr in enumerate(pr.cidr_set or ()):
-            if cr.cidr is None:
-                fail(
-                    "CiliumCIDRGroup references are not supported",
-                    f"{'fromCIDRSet' if ingress else 'toCIDRSet'}[{i}]",
-                    cr.to_manifest(),
-                )
 
     def _store_object(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
@@ -418,6 +413,8 @@ class Cluster:
             self._nodes[obj.name] = obj
         elif isinstance(obj, Service | EndpointSlice):
             self.service_table.store(obj)
+        elif isinstance(obj, CiliumCIDRGroup):
+            self._cidr_groups[obj.name] = obj
         else:
             if isinstance(obj, CiliumNetworkPolicy | NetworkPolicy) and obj.namespace not in self._namespaces:
                 self._namespaces[obj.namespace] = Namespace(obj.namespace)
@@ -435,6 +432,8 @@ class Cluster:
             self._nodes.pop(obj.name, None)
         elif isinstance(obj, Service | EndpointSlice):
             self.service_table.remove(obj)
+        elif isinstance(obj, CiliumCIDRGroup):
+            self._cidr_groups.pop(obj.name, None)
         elif self._policies.pop(obj.key, None) is not None:
             self._policy_gen += 1
 
@@ -558,7 +557,7 @@ class Cluster:
         out += self.service_table.manifests()
         out += [e.to_manifest() for e in self._endpoints.values()]
         out += [p.to_manifest() for p in self._policies.values()]
-        return out
+        return out + [g.to_manifest() for g in self._cidr_groups.values()]
 
     def close(self) -> None:
         self.backend.close()
@@ -628,9 +627,7 @@ class Cluster:
         if pr.cidr_set is not None:
             given = True
             for cr in pr.cidr_set:
-                net = cr.network
-                if net is not None:
-                    out.append(cidr_selector(net, cr.excepts, self.config.dual_stack))
+                out.extend(cidr_rule_selectors(cr, self.config.dual_stack))
         if pr.entities is not None:
             given = True
             for ent in pr.entities:
@@ -750,36 +747,14 @@ class Cluster:
         return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
 
     def _sync_ipcache(self, cidrs: set[IPNetwork], fqdn_sels: Mapping[str, Any]) -> None:
-        # prefix -> (labels, prefix whose cidr: label the identity carries)
-        wanted: dict[IPNetwork, tuple[LabelSet, IPNetwork | None]] = {}
-        for net in cidrs:
-            if net.prefixlen == 0:
-                continue
-            labels = self._cidr_labels.get(net)
-            if labels is None:
-                labels = self._cidr_labels[net] = cidr_identity_labels(net, (), self.config.dual_stack)
-            wanted[net] = (labels, net)
-        for ip, names in self._fqdn_ips.items():
-            fqdn_labels = sorted(
-                {
-                    Label("fqdn", sel.label.partition(":")[2])
-                    for sel in fqdn_sels.values()
-                    for n in names
-                    if sel.matches(n)
-                }
-            )
-            if not fqdn_labels:
-                continue
-            # A learned address carries only its fqdn labels, the world label and the label of
-            # the nearest prefix some CIDR rule references (CFP-28427, pkg/ipcache/metadata.go),
-            # so addresses selected by the same selectors share one identity.
-            host = ipaddress.ip_network(ip)
-            parents = [n for n in cidrs if n.version == host.version and n.prefixlen and host.subnet_of(n)]  # type: ignore[arg-type]
-            parent = max(parents, key=lambda n: n.prefixlen) if parents else None
-            learned = [world_label_for(host, self.config.dual_stack), *fqdn_labels]
-            if parent is not None:
-                learned.append(cidr_label(parent))
-            wanted[host] = (LabelSet(learned), parent)
+        wanted = ipcache_prefix_labels(
+            cidrs,
+            self._fqdn_ips,
+            fqdn_sels.values(),
+            self._cidr_groups.values(),
+            self.config.dual_stack,
+            self._cidr_labels,
+        )
         fixed: dict[IPNetwork, int] = {}
         if self.config.dual_stack:
             fixed[ipaddress.ip_network("0.0.0.0/0")] = ID_WORLD_IPV4

@@ -396,7 +396,9 @@ def parse_object(doc: Document) -> ModelObject:
             document=where,
             line=line_of(data, exc.field),
             kind=kind,
-            namespace=namespace if kind not in ("CiliumClusterwideNetworkPolicy", "Namespace", "Node") else None,
+            namespace=namespace
+            if kind not in ("CiliumClusterwideNetworkPolicy", "Namespace", "Node", "CiliumCIDRGroup")
+            else None,
             name=name,
         ) from None
     return obj

@@ -60,7 +60,8 @@ class PeerSelector:
     """What a rule's peer list selects, normalised for the selector cache.
 
     Exactly one form: ``wildcard`` (identity 0 in keys, i.e. every peer), ``nothing``, a
-    conjunction of label ``requirements``, or a ``cidr`` prefix with ``excepts``.
+    conjunction of label ``requirements``, or a ``cidr`` prefix. ``excepts`` leave out
+    identities whose ``cidr:`` label lies inside one of them (a ``cidr`` or a CIDR group).
     """
 
     requirements: tuple[Requirement, ...] = ()
@@ -83,6 +84,8 @@ class PeerSelector:
             return False
         if self.cidr is not None:
             return _cidr_selects(self.cidr, self.excepts, self.world_key, ident)
+        if self.excepts and _excepted(self.excepts, ident):
+            return False
         return all(r.matches(ident.labels) for r in self.requirements)
 
     def __str__(self) -> str:
@@ -93,7 +96,13 @@ class PeerSelector:
         if self.cidr is not None:
             exc = f" except {', '.join(map(str, self.excepts))}" if self.excepts else ""
             return f"cidr {self.cidr}{exc}"
-        return self.text or "{}"
+        exc = f" except {', '.join(map(str, self.excepts))}" if self.excepts else ""
+        return (self.text or "{}") + exc
+
+
+def _excepted(excepts: tuple[IPNetwork, ...], ident: Identity) -> bool:
+    own = ident.cidr
+    return own is not None and any(own.version == e.version and own.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
 
 
 def _cidr_selects(net: IPNetwork, excepts: tuple[IPNetwork, ...], world_key: str, ident: Identity) -> bool:
@@ -105,9 +114,7 @@ def _cidr_selects(net: IPNetwork, excepts: tuple[IPNetwork, ...], world_key: str
             return False
     elif own is None or own.version != net.version or not own.subnet_of(net):  # type: ignore[arg-type]
         return False
-    if own is None:
-        return True
-    return not any(own.version == e.version and own.subnet_of(e) for e in excepts)  # type: ignore[arg-type]
+    return not _excepted(excepts, ident)
 
 
 def _bits(version: int) -> int:
@@ -240,7 +247,7 @@ class SelectorCache:
             if not candidates:
                 return frozenset()
         pool = self._identities.keys() if candidates is None else candidates
-        return frozenset(i for i in pool if all(r.matches(self._identities[i].labels) for r in sel.requirements))
+        return frozenset(i for i in pool if sel.matches(self._identities[i]))
 
     def forget_unused(self, keep: Iterable[PeerSelector]) -> None:
         keep_set = set(keep)
@@ -868,5 +875,5 @@ def referenced_cidrs(selectors: Iterable[PeerSelector]) -> set[IPNetwork]:
     for sel in selectors:
         if sel.cidr is not None:
             out.add(sel.cidr)
-            out.update(sel.excepts)
+        out.update(sel.excepts)
     return out

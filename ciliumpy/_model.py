@@ -30,6 +30,7 @@ from .exceptions import PolicyError
 
 __all__ = [
     "CIDRRule",
+    "CiliumCIDRGroup",
     "CiliumClusterwideNetworkPolicy",
     "CiliumNetworkPolicy",
     "ContainerPort",
@@ -1910,6 +1911,45 @@ class Node:
         return out
 
 
+def _network_tuple(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    return tuple(nets)
+
+
+@attrs.frozen(kw_only=True)
+class CiliumCIDRGroup:
+    """A ``CiliumCIDRGroup`` (``cilium.io/v2alpha1`` or ``v2``, cluster-scoped): a named,
+    labelled list of CIDRs that ``fromCIDRSet``/``toCIDRSet`` select by ``cidrGroupRef``
+    (the name) or ``cidrGroupSelector`` (the labels). Resolution is in ``_cidrgroup``."""
+
+    KIND: ClassVar[str] = "CiliumCIDRGroup"
+    name: str
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_sorted_map, hash=False)
+    external_cidrs: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_network_tuple)
+    api_version: str = "cilium.io/v2"
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> CiliumCIDRGroup:
+        check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+        name, _, labels, _ = _metadata(data, False)
+        spec = data.get("spec")
+        if spec is None:
+            raise PolicyError("Required value", field="spec", value=None)
+        spec = check_mapping(spec, "spec", ("externalCIDRs",))
+        raw = opt_list(spec, "externalCIDRs", "spec")
+        if raw is None:
+            raise PolicyError("Required value", field="spec.externalCIDRs", value=None)
+        cidrs = tuple(parse_cidr(c, f"spec.externalCIDRs[{i}]") for i, c in enumerate(raw))
+        return cls(name=name, labels=labels, external_cidrs=cidrs, api_version=str(data.get("apiVersion")))
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.KIND,
+            "metadata": _metadata_out(self.name, "", self.labels, {}),
+            "spec": {"externalCIDRs": [str(c) for c in self.external_cidrs]},
+        }
+
+
 _SERVICE_SPEC_FIELDS = (
     "allocateLoadBalancerNodePorts",
     "clusterIP",
@@ -2360,7 +2400,7 @@ class EndpointSlice:
 
 
 PolicyObject = CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy | NetworkPolicy
-ModelObject = PolicyObject | Namespace | Endpoint | Node | Service | EndpointSlice
+ModelObject = PolicyObject | Namespace | Endpoint | Node | Service | EndpointSlice | CiliumCIDRGroup
 
 KINDS: dict[str, Any] = {
     "CiliumNetworkPolicy": CiliumNetworkPolicy,
@@ -2371,6 +2411,7 @@ KINDS: dict[str, Any] = {
     "Node": Node,
     "Service": Service,
     "EndpointSlice": EndpointSlice,
+    "CiliumCIDRGroup": CiliumCIDRGroup,
 }
 MODEL_TYPES: tuple[type[ModelObject], ...] = (
     CiliumNetworkPolicy,
@@ -2381,6 +2422,7 @@ MODEL_TYPES: tuple[type[ModelObject], ...] = (
     Node,
     Service,
     EndpointSlice,
+    CiliumCIDRGroup,
 )
 API_VERSIONS: dict[str, tuple[str, ...]] = {
     "CiliumNetworkPolicy": ("cilium.io/v2",),
@@ -2391,6 +2433,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Node": ("v1",),
     "Service": ("v1",),
     "EndpointSlice": ("discovery.k8s.io/v1",),
+    "CiliumCIDRGroup": ("cilium.io/v2alpha1", "cilium.io/v2"),
 }
 
 

@@ -40,5 +40,6 @@ COMMANDS: dict[str, str] = {
     "bpf": "bpf:bpf",
     "check": "check:check",
     "demo": "demo:demo",
+    "get cidrgroups": "cidrgroups:get_cidrgroups",
     "identity": "identity:identity",
 }
