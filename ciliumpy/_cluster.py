@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -80,6 +81,7 @@ from ._model import (
     ServicePort,
     parse_network,
 )
+from ._rwlock import ReadWriteLock, reads, writes
 from ._selectors import EndpointSelector, Operator, Requirement
 from ._services import ServiceTable, check_service
 from ._verdict import HookVerdict, PeerInfo, Verdict
@@ -173,6 +175,12 @@ class Cluster:
         self._reset_derived()
         self._sport = itertools.count(40000)
         self.events = EventLog()  # every decision, for ciliumpy.hubble's flow store
+        # Readers share the lock, writers hold it alone, and a writer leaves every derived
+        # state (identities, ipcache, map state, backend) in sync before it releases it, so
+        # questions never compute or see a half-done change (docs/concurrency.md).
+        self._lock = ReadWriteLock()
+        self._conn_lock = threading.Lock()  # open connections: recorded by readers (evaluate)
+        self._sync()
 
     # ------------------------------------------------------------------------------------
     # construction
@@ -214,12 +222,14 @@ class Cluster:
         self._ports_gen = 0
         self._next_ep_id = max(self._ep_ids.values(), default=99) + 1
 
+    @writes
     def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> Namespace:
         """Add or replace a namespace (its labels become ``io.cilium.k8s.namespace.labels.*``)."""
         ns = Namespace(name, dict(labels or {}))
         self._apply_objects([ns])
         return ns
 
+    @writes
     def add_endpoint(
         self,
         ref: str,
@@ -247,11 +257,13 @@ class Cluster:
         self._apply_objects([ep])
         return self._endpoints[ep.ref]
 
+    @writes
     def add_node(self, name: str, labels: Mapping[str, str] | None = None, ips: Iterable[str] = ()) -> Node:
         node = Node(name=name, labels=dict(labels or {}), ips=tuple(ips))
         self._apply_objects([node])
         return node
 
+    @writes
     def add_service(
         self,
         ref: str,
@@ -276,6 +288,7 @@ class Cluster:
         self._apply_objects([svc])
         return svc
 
+    @writes
     def add_dns_records(self, records: Mapping[str, Iterable[str]], ttl: int = 300) -> None:
         """Register what the cluster's upstream DNS server answers for each name.
 
@@ -290,6 +303,7 @@ class Cluster:
             except ValueError as exc:
                 raise PolicyError(f"invalid DNS record: {exc}", field=name, value=list(ips)) from None
 
+    @writes
     def apply(self, *manifests: Any) -> list[ModelObject]:
         """Apply manifests atomically (dicts, YAML text, paths, directories, model objects).
 
@@ -304,6 +318,7 @@ class Cluster:
             raise locate_error(exc, located) from None
         return objects
 
+    @writes
     def delete(self, *manifests: Any) -> None:
         """Remove the objects named by the manifests (kind + namespace/name)."""
         objects = load_objects(manifests)
@@ -317,6 +332,7 @@ class Cluster:
             self._restore(snapshot)
             raise
 
+    @writes
     def remove_endpoint(self, ref: str) -> None:
         ep = self.endpoint(ref)
         self.delete(ep)
@@ -482,25 +498,31 @@ class Cluster:
     # ------------------------------------------------------------------------------------
     # read access
     @property
+    @reads
     def namespaces(self) -> Mapping[str, Namespace]:
         return dict(self._namespaces)
 
     @property
+    @reads
     def endpoints(self) -> Mapping[str, Endpoint]:
         return dict(self._endpoints)
 
     @property
+    @reads
     def policies(self) -> list[PolicyObject]:
         return list(self._policies.values())
 
     @property
+    @reads
     def nodes(self) -> Mapping[str, Node]:
         return dict(self._nodes)
 
     @property
+    @reads
     def services(self) -> list[Service]:
         return list(self.service_table.services.values())
 
+    @reads
     def endpoint(self, ref: str) -> Endpoint:
         try:
             return self._endpoints[ref]
@@ -509,47 +531,50 @@ class Cluster:
                 f"no endpoint {ref!r}; known: {', '.join(sorted(self._endpoints)[:10])}"
             ) from None
 
+    @reads
     def endpoint_id(self, ref: str) -> int:
         self.endpoint(ref)
         return self._ep_ids[ref]
 
+    @reads
     def identity_of(self, ref: str) -> Identity:
         """The security identity of a pod ``namespace/name``."""
-        self._sync()
         self.endpoint(ref)
         return self._ep_ident[ref]
 
+    @reads
     def identities(self) -> list[Identity]:
-        self._sync()
         return self._alloc.all()
 
+    @reads
     def identity(self, num: int) -> Identity | None:
-        self._sync()
         return self._alloc.get(num)
 
+    @reads
     def ipcache(self) -> dict[IPNetwork, int]:
         """Prefix → identity, as pushed to the datapath."""
-        self._sync()
         return dict(self._pushed_ipcache)
 
+    @reads
     def lookup_ip(self, ip: str | IPAddress) -> Identity:
         """ipcache longest-prefix match; a miss is world."""
-        self._sync()
         hit = self._ipcache_lpm.lookup(ipaddress.ip_address(ip))
         found = self._alloc.get(ID_WORLD if hit is None else hit)
         assert found is not None
         return found
 
+    @reads
     def endpoint_policy(self, ref: str) -> EndpointPolicy:
         """The resolved policy (map state, filters, enforcement, selecting rules) of a pod."""
-        self._sync()
         self.endpoint(ref)
         return self._ep_policy[ref]
 
+    @reads
     def map_state(self, ref: str) -> dict[MapStateKey, PolicyEntry]:
         """The policy map entries of a pod, as ``cilium-dbg bpf policy get`` lists them."""
         return dict(self.endpoint_policy(ref).map_state)
 
+    @reads
     def to_manifests(self) -> list[dict[str, Any]]:
         """Every object as a manifest ``kubectl apply`` accepts."""
         out: list[dict[str, Any]] = [ns.to_manifest() for ns in self._namespaces.values()]
@@ -559,7 +584,9 @@ class Cluster:
         out += [p.to_manifest() for p in self._policies.values()]
         return out + [g.to_manifest() for g in self._cidr_groups.values()]
 
+    @writes
     def close(self) -> None:
+        """Release the backend (its kernel objects for eBPF); waits for running questions."""
         self.backend.close()
 
     def __enter__(self) -> Cluster:
@@ -894,11 +921,28 @@ class Cluster:
         endpoint are both applied, as Cilium does for a new connection. For ICMP ``port`` is
         the ICMP type (default echo request). ``http`` judges a request at the L7 proxy when
         the traffic is redirected.
+
+        Safe to call from several threads: each check sees the cluster either before or after
+        a concurrent change. A name (a pod's hostname query or a Service's DNS name) is
+        resolved first, which may learn addresses (a change), then checked: two steps.
         """
-        self._sync()
-        if self.fqdn_cache.entries() or self.fqdn_cache.zombies():
-            self.expire_dns()
-            self._sync()
+        if self._fqdn_ips:
+            self.expire_dns()  # the clock may have moved: a write, taken only when names were learned
+        if _is_hostname(dst):  # resolve (the write side), then check (the read side)
+            return self._check_towards(src, dst, port, protocol, http, backend, all_backends)
+        with self._lock.read():
+            return self._check_towards(src, dst, port, protocol, http, backend, all_backends)
+
+    def _check_towards(
+        self,
+        src: str,
+        dst: str,
+        port: int | str | None,
+        protocol: str,
+        http: Mapping[str, Any] | None,
+        backend: str | None,
+        all_backends: bool,
+    ) -> Verdict | list[Verdict]:
         svc = check_service(self, src, dst, port, protocol, http, backend=backend, all_backends=all_backends)
         if svc is not None:
             return svc
@@ -906,6 +950,11 @@ class Cluster:
             raise PolicyError("backend and all_backends apply to Service destinations only", field="dst", value=dst)
         if _is_hostname(dst):
             return self._check_hostname(src, dst, port, protocol, http)
+        return self._check_address(src, dst, port, protocol, http)
+
+    def _check_address(
+        self, src: str, dst: str, port: int | str | None, protocol: str, http: Mapping[str, Any] | None
+    ) -> Verdict:
         proto = _PROTOCOLS.get(str(protocol).upper())
         if proto is None:
             raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
@@ -938,6 +987,7 @@ class Cluster:
         ips = self.service_table.dns_answer(qname, self._endpoints)
         return DNSRecords(ips=tuple(map(str, ips)), ttl=30) if ips else None
 
+    @reads
     def evaluate(
         self,
         packet: Packet,
@@ -955,7 +1005,6 @@ class Cluster:
         is evaluated; while open, a learned FQDN address it uses is kept when its DNS entry
         expires (a DNS "zombie"). ``probe`` (what ``check`` uses) opens nothing. ``service``
         is the ServiceTranslation that addressed the packet to its backend."""
-        self._sync()
         if http is not None:
             from ._l7 import HTTPRequest
 
@@ -985,25 +1034,28 @@ class Cluster:
         fwd = (packet.protocol, packet.src, packet.dst, packet.sport, packet.dport)
         rev = (packet.protocol, packet.dst, packet.src, packet.dport, packet.sport)
         closing = packet.protocol == Protocol.TCP and packet.tcp_flags & (TCPFlags.FIN | TCPFlags.RST)
-        if closing:
-            self._open_conns.pop(fwd, None)
-            self._open_conns.pop(rev, None)
-        elif allowed:
-            self._open_conns[rev if rev in self._open_conns else fwd] = self.clock.now()
+        with self._conn_lock:
+            if closing:
+                self._open_conns.pop(fwd, None)
+                self._open_conns.pop(rev, None)
+            elif allowed:
+                self._open_conns[rev if rev in self._open_conns else fwd] = self.clock.now()
 
     def _live_connections(self) -> list[tuple[int, IPAddress, IPAddress, int, int]]:
         """Open connections whose conntrack entry has not timed out (bpf/lib/conntrack.h
         lifetimes: 6 hours for established TCP, 60 seconds for other protocols)."""
         now = self.clock.now()
         live = []
-        for conn, seen in list(self._open_conns.items()):
-            lifetime = CT_LIFETIME_TCP if conn[0] == Protocol.TCP else CT_LIFETIME_NONTCP
-            if now - seen <= lifetime:
-                live.append(conn)
-            else:
-                del self._open_conns[conn]
+        with self._conn_lock:
+            for conn, seen in list(self._open_conns.items()):
+                lifetime = CT_LIFETIME_TCP if conn[0] == Protocol.TCP else CT_LIFETIME_NONTCP
+                if now - seen <= lifetime:
+                    live.append(conn)
+                else:
+                    del self._open_conns[conn]
         return live
 
+    @reads
     def open_connections(self) -> list[tuple[IPAddress, IPAddress, int, int, int]]:
         """Connections opened by :meth:`evaluate` and not yet closed: (src, dst, sport, dport, protocol)."""
         return [(s, d, sp, dp, proto) for proto, s, d, sp, dp in sorted(self._live_connections(), key=str)]
@@ -1081,6 +1133,7 @@ class Cluster:
 
     # ------------------------------------------------------------------------------------
     # DNS and FQDN policy
+    @reads
     def dns_server(self) -> str | None:
         """The cluster DNS endpoint: a pod labelled ``k8s-app=kube-dns`` (kube-system first)."""
         found = sorted(
@@ -1090,6 +1143,7 @@ class Cluster:
         )
         return found[0][1] if found else None
 
+    @writes
     def resolve(self, src: str, name: str, qtype: str = "A", *, upstream: Any = None) -> Resolution:
         """Resolve ``name`` from pod ``src`` through the cluster DNS, as the pod would.
 
@@ -1126,12 +1180,14 @@ class Cluster:
         )
         if redirected and result.answers:
             self._refresh_fqdn_ips()
+            self._sync()
         resolution = Resolution(
             name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers)
         )
         self.events.emit(resolution)
         return resolution
 
+    @writes
     def expire_dns(self) -> None:
         """Garbage-collect expired FQDN cache entries (their IPs lose their identities)."""
         if not (len(self.fqdn_cache) or self.fqdn_cache.zombies()):
@@ -1139,6 +1195,7 @@ class Cluster:
         in_use = {ip for conn in self._live_connections() for ip in conn[1:3]}
         if self.fqdn_cache.expire(self.clock.now(), in_use=in_use):
             self._refresh_fqdn_ips()
+            self._sync()
 
     def _refresh_fqdn_ips(self) -> None:
         ips: dict[IPAddress, set[str]] = {}
@@ -1174,6 +1231,7 @@ class Cluster:
     def reachable(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
         return self.check(src, dst, port, protocol).allowed
 
+    @reads
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(list(self._endpoints.values()))
 

@@ -13,11 +13,13 @@ docs/ebpf.md for the design.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno as errno_mod
 import functools
 import os
+import select
 import socket
 import struct
 import threading
@@ -61,6 +63,9 @@ MAX_ENDPOINT_ID = 0xFFFF  # endpoint ids are u16 in Cilium's maps (and in ours)
 _TC_ACT_OK, _TC_ACT_SHOT = 0, 2
 _CAP_NET_ADMIN, _CAP_SYS_ADMIN, _CAP_BPF = 12, 21, 39
 _VERIFIER_LOG_SIZE = 1 << 20
+# Flow events read while looking for a test run's own (live traffic's), kept for
+# poll_events()/drain_events(); the oldest are dropped beyond this, as a full ring would.
+_BACKLOG_MAX = 65536
 
 
 # ---------------------------------------------------------------- events
@@ -649,6 +654,10 @@ class EBPFBackend:
         extended_ip_protocols: bool = False,
     ) -> None:
         self._kernel = _Kernel()
+        # One lock for map writes, test runs and ring-buffer reads: a test run's flow event is
+        # read by the thread that ran it, and no answer is computed from half-written maps.
+        self._lock = threading.RLock()
+        self._backlog: collections.deque[DatapathEvent] = collections.deque(maxlen=_BACKLOG_MAX)
         self._finalizer = weakref.finalize(self, _release_leaked, self._kernel)
         self._state = _State()
         self._cookies: dict[frozenset[RuleOrigin], int] = {frozenset(): 0}
@@ -781,8 +790,10 @@ class EBPFBackend:
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
         """Detach attached programs and release every kernel object; idempotent."""
-        self._finalizer.detach()
-        self._kernel.release()
+        with self._lock:
+            self._finalizer.detach()
+            self._kernel.release()
+            self._backlog.clear()
 
     @property
     def closed(self) -> bool:
@@ -809,8 +820,9 @@ class EBPFBackend:
     @event_mode.setter
     def event_mode(self, mode: S.EventMode) -> None:
         mode = S.EventMode(mode)
-        self._write_config(mode, self._extended)
-        self._event_mode = mode
+        with self._lock:
+            self._write_config(mode, self._extended)
+            self._event_mode = mode
 
     @property
     def extended_ip_protocols(self) -> bool:
@@ -821,8 +833,9 @@ class EBPFBackend:
 
     @extended_ip_protocols.setter
     def extended_ip_protocols(self, enabled: bool) -> None:
-        self._write_config(self._event_mode, bool(enabled))
-        self._extended = bool(enabled)
+        with self._lock:
+            self._write_config(self._event_mode, bool(enabled))
+            self._extended = bool(enabled)
 
     @property
     def proxy_redirect(self) -> bool:
@@ -882,6 +895,10 @@ class EBPFBackend:
         that path, so :meth:`evaluate` and :meth:`test_run` are not affected.  The setting
         is kept across policy updates and applies when the endpoint appears.
         """
+        with self._lock:
+            self._set_endpoint_device(endpoint_id, device)
+
+    def _set_endpoint_device(self, endpoint_id: int, device: EndpointDevice | None) -> None:
         self._live_obj()
         if not 1 <= endpoint_id <= MAX_ENDPOINT_ID:
             raise ValueError(f"endpoint id must be within 1..{MAX_ENDPOINT_ID}, got {endpoint_id}")
@@ -921,6 +938,10 @@ class EBPFBackend:
         :class:`~ciliumpy.exceptions.MapFullError` before anything changed) and swapped in
         with one update each; endpoint and ipcache writes are batched and journaled.
         """
+        with self._lock:
+            self._apply(update)
+
+    def _apply(self, update: DatapathUpdate) -> None:
         self._live_obj()
         _validate(update)
         old = self._state
@@ -1012,12 +1033,17 @@ class EBPFBackend:
 
     def reset_conntrack(self) -> None:
         """Forget every tracked connection."""
-        ct = self._fd(b"cil_ct")
-        for key in list(L.map_keys(ct, S.CtKey)):
-            L.map_delete(ct, key)
+        with self._lock:
+            ct = self._fd(b"cil_ct")
+            for key in list(L.map_keys(ct, S.CtKey)):
+                L.map_delete(ct, key)
 
     def policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
         """Packets and bytes per chosen policy key of one endpoint, summed over CPUs."""
+        with self._lock:
+            return self._policy_counters(endpoint_id)
+
+    def _policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
         fd = self._fd(b"cil_policystats")
         out: dict[MapStateKey, tuple[int, int]] = {}
         values = (S.PolicyStatsValue * self._ncpus)()
@@ -1034,10 +1060,12 @@ class EBPFBackend:
     def test_run(self, frame: bytes, direction: Direction) -> tuple[int, list[DatapathEvent]]:
         """Run one hook's program on a raw Ethernet frame.
 
-        Returns the tc verdict (0 = TC_ACT_OK, 2 = TC_ACT_SHOT) and the flow events it
-        emitted.  Conntrack, counters and events behave as for live traffic.
+        Returns the tc verdict (0 = TC_ACT_OK, 2 = TC_ACT_SHOT) and the flow events read
+        right after the run: its own, and those live traffic emitted meanwhile.  Events that
+        were waiting before the run are kept for :meth:`drain_events`/:meth:`poll_events`.
+        Conntrack, counters and events behave as for live traffic.  Test runs of several
+        threads take turns, so each reads its own events.
         """
-        self.drain_events()  # events from earlier traffic are not this frame's
         data = ctypes.create_string_buffer(frame, len(frame))
         run = L.opts(
             L.bpf_test_run_opts,
@@ -1045,24 +1073,44 @@ class EBPFBackend:
             data_size_in=len(frame),
             repeat=1,
         )
-        prog_fd = self.program_fds[Direction(direction)]
-        L.library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(run))
-        return int(run.retval), self.drain_events()
+        with self._lock:
+            prog_fd = self.program_fds[Direction(direction)]
+            self._consume()
+            self._backlog.extend(self._take_pending())
+            L.library().bpf_prog_test_run_opts(prog_fd, ctypes.byref(run))
+            self._consume()
+            return int(run.retval), self._take_pending()
 
     def drain_events(self) -> list[DatapathEvent]:
         """Every flow event waiting in the ring buffer, oldest first (never blocks)."""
-        self._live_obj()
-        L.library().ring_buffer__consume(self._kernel.rb)
-        return self._take_pending()
+        with self._lock:
+            self._consume()
+            waiting = list(self._backlog)
+            self._backlog.clear()
+            return waiting + self._take_pending()
 
     def poll_events(self, timeout_ms: int = 100) -> list[DatapathEvent]:
-        """Wait up to ``timeout_ms`` for flow events (live traffic), then return them all."""
+        """Wait up to ``timeout_ms`` for flow events (live traffic), then return them all.
+
+        The wait holds no lock: test runs and map updates of other threads go on meanwhile.
+        """
+        with self._lock:
+            self._live_obj()
+            if self._backlog:
+                return self.drain_events()
+            epoll_fd = int(L.library().ring_buffer__epoll_fd(self._kernel.rb))
+        # Only readiness is asked; the records are read under the lock below.
+        poller = select.poll()
+        poller.register(epoll_fd, select.POLLIN)
+        poller.poll(max(0, timeout_ms))
+        return self.drain_events()
+
+    def _consume(self) -> None:
+        """Move every record of the ring buffer into ``pending`` (caller holds the lock)."""
         self._live_obj()
-        rc = int(L.library().ring_buffer__poll(self._kernel.rb, timeout_ms))
-        # A signal interrupting epoll_wait is not an error: report what arrived so far.
+        rc = int(L.library().ring_buffer__consume(self._kernel.rb))
         if rc < 0 and rc != -errno_mod.EINTR:
-            raise BPFError(-rc, os.strerror(-rc), function="ring_buffer__poll")
-        return self._take_pending()
+            raise BPFError(-rc, os.strerror(-rc), function="ring_buffer__consume")
 
     def _take_pending(self) -> list[DatapathEvent]:
         k = self._kernel
@@ -1071,18 +1119,27 @@ class EBPFBackend:
         return [DatapathEvent.from_c(S.FlowEvent.from_buffer_copy(r[:size])) for r in records]
 
     def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
-        """Run the ``direction`` hook on ``packet`` in the kernel and report its verdict."""
+        """Run the ``direction`` hook on ``packet`` in the kernel and report its verdict.
+
+        Thread-safe: concurrent evaluations take turns, and each finds its verdict among the
+        events by the packet's addresses, ports, protocol, direction and length, so events
+        of live traffic read at the same time are left for :meth:`poll_events`.
+        """
         direction = Direction(direction)
         frame = build_frame(packet)
-        mode = self._event_mode
-        if mode != S.EventMode.ALL:  # the verdict travels in the event
-            self.event_mode = S.EventMode.ALL
-        try:
-            retval, events = self.test_run(frame, direction)
-        finally:
-            if mode != S.EventMode.ALL:
-                self.event_mode = mode
-        mine = [e for e in events if e.direction == direction and e.length == len(frame)]
+        with self._lock:
+            mode = self._event_mode
+            if mode != S.EventMode.ALL:  # the verdict travels in the event
+                self.event_mode = S.EventMode.ALL
+            try:
+                retval, events = self.test_run(frame, direction)
+            finally:
+                if mode != S.EventMode.ALL:
+                    self.event_mode = mode
+            mine = [e for e in events if e.direction == direction and e.length == len(frame)]
+            if len(mine) > 1:  # live traffic's events were read too: tell them apart
+                mine = [e for e in mine if _is_event_of(e, packet)]
+            self._backlog.extend(e for e in events if not any(e is m for m in mine))
         if len(mine) != 1:
             raise BPFError(
                 errno_mod.EPROTO,
@@ -1163,6 +1220,13 @@ def _map_fd_of(kernel: _Kernel, fds: Mapping[bytes, int], name: bytes) -> int:
     if kernel.released:
         raise ValueError("EBPFBackend is closed")
     return fds[name]
+
+
+def _is_event_of(event: DatapathEvent, packet: Packet) -> bool:
+    """Whether ``event`` (of the right hook and length) reports ``packet``, not other traffic."""
+    if (event.src, event.dst, event.protocol) != (packet.src, packet.dst, packet.protocol):
+        return False
+    return not packet.carries_ports or packet.is_icmp or (event.sport, event.dport) == (packet.sport, packet.dport)
 
 
 def _u32_array(values: list[int]) -> ctypes.Array[ctypes.c_uint32]:

@@ -301,6 +301,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any], _Errcheck]] = {
     "ring_buffer__new": (RingBufferPtr, [_c_int, SAMPLE_FN, _vp, _vp], _check_ptr),
     "ring_buffer__consume": (_c_int, [RingBufferPtr], _check_int),
     "ring_buffer__poll": (_c_int, [RingBufferPtr, _c_int], None),
+    "ring_buffer__epoll_fd": (_c_int, [RingBufferPtr], _check_int),
     "ring_buffer__free": (None, [RingBufferPtr], None),
     # tc attachment (netlink in the calling thread's network namespace)
     "bpf_tc_hook_create": (_c_int, [ctypes.POINTER(bpf_tc_hook)], None),

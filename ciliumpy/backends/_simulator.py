@@ -7,6 +7,7 @@ lookups of Cilium 1.17+ (exact identity, then identity 0) and the choice between
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import ClassVar
@@ -182,6 +183,8 @@ class SimulatorBackend:
         # judged by policy (port 0) instead of dropped
         self.extended_ip_protocols = extended_ip_protocols
         self._closed = False
+        # Updates and evaluations (which write conntrack and counters) take turns.
+        self._lock = threading.Lock()
 
     @classmethod
     def probe(cls) -> None:
@@ -193,11 +196,16 @@ class SimulatorBackend:
 
     # -- state -------------------------------------------------------------------------
     def apply(self, update: DatapathUpdate) -> None:
-        # Pure-Python updates cannot fail half way once validated, so build then swap.
+        """Apply ``update``; a malformed one is refused before anything changes."""
+        # Pure-Python updates cannot fail half way once validated.
         for key_map in update.policy_upsert.values():
             for key in key_map:
                 if not isinstance(key, MapStateKey):
                     raise TypeError(f"policy key must be a MapStateKey, got {key!r}")
+        with self._lock:
+            self._apply(update)
+
+    def _apply(self, update: DatapathUpdate) -> None:
         for ep_id in update.endpoints_delete:
             rec = self._endpoints.pop(ep_id, None)
             if rec is not None:
@@ -238,20 +246,28 @@ class SimulatorBackend:
         return ID_WORLD if hit is None else hit
 
     def reset_conntrack(self) -> None:
-        self._ct.clear()
+        with self._lock:
+            self._ct.clear()
 
     def policy_counters(self, endpoint_id: int) -> Mapping[MapStateKey, tuple[int, int]]:
-        return {k: (v[0], v[1]) for k, v in self._counters.get(endpoint_id, {}).items()}
+        with self._lock:
+            return {k: (v[0], v[1]) for k, v in self._counters.get(endpoint_id, {}).items()}
 
     def close(self) -> None:
-        self._closed = True
-        self._policy.clear()
-        self._ct.clear()
+        with self._lock:
+            self._closed = True
+            self._policy.clear()
+            self._ct.clear()
 
     # -- evaluation --------------------------------------------------------------------
     def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
+        """Run the ``direction`` hook on ``packet``; thread-safe (evaluations take turns)."""
         if direction.__class__ is not Direction:
             direction = Direction(direction)
+        with self._lock:
+            return self._evaluate(packet, direction)
+
+    def _evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
         local = packet.src if direction == Direction.EGRESS else packet.dst
         remote = packet.dst if direction == Direction.EGRESS else packet.src
         ep_id = self._by_ip.get(_addr_key(local))
