@@ -41,5 +41,6 @@ COMMANDS: dict[str, str] = {
     "check": "check:check",
     "demo": "demo:demo",
     "get cidrgroups": "cidrgroups:get_cidrgroups",
+    "hubble": "hubble:hubble",
     "identity": "identity:identity",
 }

@@ -38,7 +38,9 @@ from ._flow import (
     TCPFlags,
     Workload,
 )
-from ._printer import format_flow, format_flows
+from ._metrics import METRICS, Metrics, MetricsError, enabled_from_helm_values
+from ._printer import FORMATS, format_flow, format_flows
+from ._read import FlowList, read_flows
 from ._store import DEFAULT_CAPACITY, FlowStore, store_of
 
 if TYPE_CHECKING:
@@ -48,30 +50,37 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "DNS",
     "FILTER_FLAGS",
+    "FORMATS",
     "HTTP",
     "ICMP",
     "IP",
     "L4",
+    "METRICS",
     "CiliumEventType",
     "Endpoint",
     "Ethernet",
     "FilterError",
     "Flow",
     "FlowFilter",
+    "FlowList",
     "FlowStore",
     "HTTPHeader",
     "Kafka",
     "Layer4",
     "Layer7",
+    "Metrics",
+    "MetricsError",
     "Policy",
     "TCPFlags",
     "Workload",
     "build_filters",
+    "enabled_from_helm_values",
     "flows",
     "flows_of",
     "format_flow",
     "format_flows",
     "observe",
+    "read_flows",
     "store_of",
 ]
 

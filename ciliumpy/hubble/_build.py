@@ -382,6 +382,10 @@ class FlowBuilder:
     def __init__(self, node_name: str = NODE_NAME) -> None:
         self.node_name = node_name
         self._endpoints: dict[int, tuple[PeerInfo, Endpoint]] = {}
+        self._policies: dict[frozenset[RuleOrigin], tuple[Policy, ...]] = {}
+        self._ips: dict[tuple[Any, Any], IP] = {}
+        self._second = -1
+        self._head = ""
 
     def endpoint(self, peer: PeerInfo) -> Endpoint:
         hit = self._endpoints.get(id(peer))
@@ -398,6 +402,33 @@ class FlowBuilder:
             self._endpoints.clear()
         self._endpoints[id(peer)] = (peer, ep)
         return ep
+
+    def policies(self, origins: frozenset[RuleOrigin]) -> tuple[Policy, ...]:
+        found = self._policies.get(origins)
+        if found is None:
+            found = tuple(_policy(o) for o in sorted(origins) if o.kind != "reserved")
+            self._policies[origins] = found
+        return found
+
+    def ip(self, src: Any, dst: Any) -> IP:
+        found = self._ips.get((src, dst))
+        if found is None:
+            if len(self._ips) > 100_000:
+                self._ips.clear()
+            found = self._ips[(src, dst)] = IP(source=str(src), destination=str(dst), ipVersion=f"IPv{src.version}")
+        return found
+
+    def time(self, seconds: float) -> str:
+        """``format_time`` with the date part of the last second remembered."""
+        micros = round(seconds * 1e6)
+        whole, frac = divmod(micros, 1_000_000)
+        if whole != self._second:
+            self._second, self._head = whole, format_time(whole)[:-1]
+        if frac == 0:
+            return self._head + "Z"
+        if frac % 1000 == 0:
+            return f"{self._head}.{frac // 1000:03d}Z"
+        return f"{self._head}.{frac:06d}Z"
 
     def build(self, spec: Spec, uuid: str = "") -> Flow:
         p = spec.packet
@@ -416,10 +447,10 @@ class FlowBuilder:
             if spec.verdict == DROPPED and spec.hook is not None and spec.hook.drop_reason is not None:
                 drop_reason = int(spec.hook.drop_reason)
                 drop_desc = DropReason(drop_reason).name
-        names = tuple(n.rstrip(".") for n in src.names), tuple(n.rstrip(".") for n in dst.names)
+        names = _names(src.names), _names(dst.names)
         pols: dict[str, tuple[Policy, ...]] = {}
-        if spec.event_type == EVENT_POLICY_VERDICT:
-            pl = tuple(_policy(o) for o in sorted(spec.origins) if o.kind != "reserved")
+        if spec.event_type == EVENT_POLICY_VERDICT and spec.origins:
+            pl = self.policies(spec.origins)
             if pl:
                 side = "egress" if spec.traffic == EGRESS else "ingress"
                 pols[f"{side}_{'denied' if spec.verdict == DROPPED else 'allowed'}_by"] = pl
@@ -427,15 +458,11 @@ class FlowBuilder:
         hook = spec.hook
         svc = None if spec.service is None else Service(name=spec.service.name, namespace=spec.service.namespace)
         return Flow(
-            time=format_time(spec.time),
+            time=self.time(spec.time),
             uuid=uuid,
             verdict=VERDICT_NAMES[spec.verdict],
             drop_reason=drop_reason,
-            IP=IP(
-                source=str(p.dst if reply else p.src),
-                destination=str(p.src if reply else p.dst),
-                ipVersion=f"IPv{p.src.version}",
-            ),
+            IP=self.ip(p.dst, p.src) if reply else self.ip(p.src, p.dst),
             l4=_layer4(p, reply, with_flags=spec.l7 is None),
             source=self.endpoint(src),
             destination=self.endpoint(dst),
@@ -463,6 +490,10 @@ class FlowBuilder:
         )
 
 
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(n.rstrip(".") for n in names) if names else ()
+
+
 def _policy(o: RuleOrigin) -> Policy:
     return Policy.from_dict(o.to_hubble())
 
@@ -472,7 +503,7 @@ def _layer4(p: Packet, reply: bool, *, with_flags: bool) -> Layer4:
     if p.protocol == Protocol.TCP:
         flags = None
         if with_flags and p.tcp_flags:
-            b = p.tcp_flags
+            b = int(p.tcp_flags)
             flags = FlowTCPFlags(
                 FIN=bool(b & 1),
                 SYN=bool(b & 2),
@@ -496,14 +527,19 @@ _ICMP4 = {0: "EchoReply", 3: "DestinationUnreachable", 8: "EchoRequest", 11: "Ti
 _ICMP6 = {1: "DestinationUnreachable", 3: "TimeExceeded", 128: "EchoRequest", 129: "EchoReply"}
 
 
+_FLAG_BITS = (("SYN", 2), ("ACK", 16), ("FIN", 1), ("RST", 4), ("PSH", 8), ("URG", 32), ("ECE", 64), ("CWR", 128))
+
+
 def _summary(p: Packet, reply: bool) -> str:
-    if p.protocol == Protocol.TCP:
-        return "TCP Flags: " + ", ".join(n for n in _FLAG_ORDER if p.tcp_flags & TCPFlags[n])
-    if p.protocol == Protocol.UDP:
+    proto = p.protocol
+    if proto == 6:
+        bits = int(p.tcp_flags)
+        return "TCP Flags: " + ", ".join(n for n, b in _FLAG_BITS if bits & b)
+    if proto == 17:
         return "UDP"
-    if p.protocol == Protocol.SCTP:
+    if proto == 132:
         return "SCTP"
-    if p.protocol == Protocol.ICMP:
+    if proto == 1:
         return f"ICMPv4 {_ICMP4.get(p.icmp_type, str(p.icmp_type))}"
     return f"ICMPv6 {_ICMP6.get(p.icmp_type, str(p.icmp_type))}"
 

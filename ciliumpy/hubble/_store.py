@@ -18,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._datapath import Action, CTState, Direction
+from .._verdict import Verdict
 from ._build import FlowBuilder, Spec, specs_of
 from ._filter import (
     R_INDEX,
@@ -42,6 +44,14 @@ _DIRECTION_CODE = {"": 0, "TRAFFIC_DIRECTION_UNKNOWN": 0, "INGRESS": 1, "EGRESS"
 _L4_CODE = {"TCP": 6, "UDP": 17, "ICMPv4": 1, "ICMPv6": 58, "SCTP": 132}
 _FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128, "NS": 256}
 _DROP_NAME: dict[int, str] = {}
+_L4_PROTOS = frozenset({6, 17, 132, 1, 58})
+_EGRESS = Direction.EGRESS
+_DROP, _REDIRECT = Action.DROP, Action.REDIRECT
+_NEW, _REPLY, _RELATED = CTState.NEW, CTState.REPLY, CTState.RELATED
+
+
+def _has_l7(v: Verdict) -> bool:
+    return any(h is not None and h.l7 is not None for h in (v.egress, v.ingress))
 
 
 def _drop_name(reason: int) -> str:
@@ -77,10 +87,11 @@ class FlowStore(Tables):
         self._lock = threading.RLock()
         self._uuid_prefix = _uuid.uuid4().hex[:20]
         self._subscribers: list[Callable[[tuple[Any, ...]], None]] = []
+        self._specs: dict[int, tuple[Any, list[Spec]]] = {}
         # interned values (Tables)
         self.endpoints = [("", "", (), 0)]
         self._ep_ids: dict[Any, int] = {self.endpoints[0]: 0}
-        self._peer_ids: dict[int, tuple[Any, int]] = {}
+        self._peer_ids: dict[int, tuple[Any, int, int, int]] = {}
         self.ips = [""]
         self._ip_ids: dict[Any, int] = {"": 0}
         self.l7 = [("", "", "", "", 0, "")]
@@ -107,12 +118,20 @@ class FlowStore(Tables):
             events, lost, self._seq = cluster.events.since(self._seq)
             self.lost += lost
             for event in events:
-                self._add_specs(specs_of(event, cluster), event)
+                self._add_event(event, cluster)
 
     def add_event(self, event: Any) -> None:
         """Decode one decision (Verdict, Resolution, lab result) into flows now."""
         with self._lock:
-            self._add_specs(specs_of(event, self.cluster), event)
+            self._add_event(event, self.cluster)
+
+    def _add_event(self, event: Any, cluster: Cluster | None) -> None:
+        if type(event) is Verdict and not (event.request is not None and _has_l7(event)):
+            self._verdict_records(event)
+            return
+        append = self._append
+        for i, spec in enumerate(specs_of(event, cluster)):
+            append(self._record_of_spec(spec, event, i))
 
     def add_flows(self, flows: Iterable[Flow]) -> None:
         """Add flows read from elsewhere (``hubble observe -o json`` files)."""
@@ -127,24 +146,22 @@ class FlowStore(Tables):
         for fn in self._subscribers:
             fn(record)
 
-    def _add_specs(self, specs: list[Spec], event: Any) -> None:
-        append = self._append
-        for i, spec in enumerate(specs):
-            append(self._record_of_spec(spec, i))
-
     def subscribe(self, fn: Callable[[tuple[Any, ...]], None]) -> None:
         """Call ``fn`` with every record added from now on (metrics use this)."""
         self._subscribers.append(fn)
 
     # -- interning -------------------------------------------------------------------------
-    def _peer_id(self, peer: Any) -> int:
+    def _peer_key(self, peer: Any) -> tuple[Any, int, int, int]:
+        """``(peer, endpoint id, ip id, names id)`` of a PeerInfo (cached by identity)."""
         hit = self._peer_ids.get(id(peer))
         if hit is not None and hit[0] is peer:
-            return hit[1]
+            return hit
         key = (peer.namespace, peer.pod_name, tuple(peer.labels), peer.identity)
-        eid = self._ep_id(key)
-        self._peer_ids[id(peer)] = (peer, eid)
-        return eid
+        names = self._names_id(tuple(n.rstrip(".") for n in peer.names)) if peer.names else 0
+        if len(self._peer_ids) > 100_000:
+            self._peer_ids.clear()
+        found = self._peer_ids[id(peer)] = (peer, self._ep_id(key), self._ip_id(peer.ip), names)
+        return found
 
     def _ep_id(self, key: tuple[str, str, tuple[str, ...], int]) -> int:
         eid = self._ep_ids.get(key)
@@ -182,16 +199,13 @@ class FlowStore(Tables):
         return nid
 
     # -- records ---------------------------------------------------------------------------
-    def _record_of_spec(self, s: Spec, index: int) -> tuple[Any, ...]:
+    def _record_of_spec(self, s: Spec, event: Any, index: int) -> tuple[Any, ...]:
         p = s.packet
         reply = bool(s.is_reply)
         src, dst = (s.dst, s.src) if reply else (s.src, s.dst)
         proto = p.protocol
         ported = proto in (6, 17, 132)
-        if reply:
-            sip, dip, sport, dport = p.dst, p.src, p.dport, p.sport
-        else:
-            sip, dip, sport, dport = p.src, p.dst, p.sport, p.dport
+        sport, dport = (p.dport, p.sport) if reply else (p.sport, p.dport)
         if not ported:
             sport = dport = -1
         l7 = 0
@@ -204,29 +218,94 @@ class FlowStore(Tables):
                 flags = p.tcp_flags
             if s.verdict == 2 and s.hook is not None and s.hook.drop_reason is not None:
                 drop = _drop_name(int(s.hook.drop_reason))
+        _, sid, sip, snames = self._peer_key(src)
+        _, did, dip, dnames = self._peer_key(dst)
         return (
             s.time,
             s.verdict,
             s.event_type,
             (s.event_type << 16) | s.sub_type,
             s.traffic,
-            self._peer_id(src),
-            self._peer_id(dst),
-            self._ip_id(sip),
-            self._ip_id(dip),
-            proto if proto in (6, 17, 132, 1, 58) else 0,
+            sid,
+            did,
+            sip,
+            dip,
+            proto if proto in _L4_PROTOS else 0,
             sport,
             dport,
             l7,
-            self._names_id(tuple(n.rstrip(".") for n in src.names)) if src.names else 0,
-            self._names_id(tuple(n.rstrip(".") for n in dst.names)) if dst.names else 0,
+            snames,
+            dnames,
             drop,
             flags,
             s.is_reply,
             self.builder.node_name,
-            s,
+            event,
             index,
         )
+
+    def _verdict_records(self, v: Verdict) -> None:
+        """The records of a Verdict without proxy records, straight from its hooks.
+
+        This is the hot path of decoding: it must give the records ``_record_of_spec`` gives
+        for ``specs_of(v)`` (a test compares them), without building the specs.
+        """
+        t = v.time if v.time is not None else 0.0
+        p = v.packet
+        proto = p.protocol
+        l4 = proto if proto in _L4_PROTOS else 0
+        ported = proto in (6, 17, 132)
+        flags = p.tcp_flags if proto == 6 else 0
+        _, sid, sip, snames = self._peer_key(v.src)
+        _, did, dip, dnames = self._peer_key(v.dst)
+        sport, dport = (p.sport, p.dport) if ported else (-1, -1)
+        node = self.builder.node_name
+        out: list[tuple[Any, ...]] = []
+        append = out.append
+        local = v.ingress is not None and v.ingress.result.enforced
+        i = 0
+        for hook in (v.egress, v.ingress):
+            if hook is None:
+                continue
+            res = hook.result
+            egress = res.direction == _EGRESS
+            direction = 2 if egress else 1
+            action = res.action
+            ct = res.ct_state
+            reply = ct == _REPLY
+            if res.enforced and (action == _DROP or ct in (_NEW, _RELATED)):
+                verdict = 2 if action == _DROP else 5 if action == _REDIRECT else 1
+                drop = _drop_name(int(res.drop_reason)) if verdict == 2 and res.drop_reason is not None else ""
+                append((t, verdict, 5, 5 << 16, direction, sid, did, sip, dip, l4, sport, dport, 0,
+                        snames, dnames, drop, flags, False, node, v, i))  # fmt: skip
+                i += 1
+            if action == _DROP:
+                reason = int(res.drop_reason) if res.drop_reason is not None else 0
+                drop = _drop_name(reason) if res.drop_reason is not None else ""
+                append((t, 2, 1, (1 << 16) | reason, direction, sid, did, sip, dip, l4, sport, dport, 0,
+                        snames, dnames, drop, flags, None, node, v, i))  # fmt: skip
+                i += 1
+                continue
+            if action == _REDIRECT:
+                sub, traffic = 1, direction
+            elif not egress and res.enforced:
+                sub, traffic = 0, (2 if reply else 1)
+            elif egress and not local:
+                sub, traffic = 3, (1 if reply else 2)
+            else:
+                continue
+            if reply:
+                append((t, 1, 4, (4 << 16) | sub, traffic, did, sid, dip, sip, l4, dport, sport, 0,
+                        dnames, snames, "", flags, True, node, v, i))  # fmt: skip
+            else:
+                append((t, 1, 4, (4 << 16) | sub, traffic, sid, did, sip, dip, l4, sport, dport, 0,
+                        snames, dnames, "", flags, False, node, v, i))  # fmt: skip
+            i += 1
+        self.records.extend(out)
+        self.seen += len(out)
+        for fn in self._subscribers:
+            for r in out:
+                fn(r)
 
     def _record_of_flow(self, f: Flow, index: int) -> tuple[Any, ...]:
         src = f.source
@@ -279,10 +358,15 @@ class FlowStore(Tables):
         source = record[R_SOURCE]
         if isinstance(source, Flow):
             return source
+        specs = self._specs.get(id(source))
+        if specs is None or specs[0] is not source:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            specs = self._specs[id(source)] = (source, specs_of(source, self.cluster))
         uid = f"{id(source) & 0xFFFFFFFFFFFF:012x}{record[R_INDEX]:04x}"
         text = self._uuid_prefix + uid
         uuid = f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:32]}"
-        return self.builder.build(source, uuid)
+        return self.builder.build(specs[1][record[R_INDEX]], uuid)
 
     # -- reading ---------------------------------------------------------------------------
     def select(

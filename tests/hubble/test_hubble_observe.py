@@ -252,3 +252,36 @@ def test_flows_are_built_once_per_event_kind() -> None:
     v = c.check("production/frontend", "production/backend", 8080)
     kinds = [(s.event_type, s.sub_type, s.traffic) for s in specs_of(v)]
     assert kinds == [(5, 0, 2), (5, 0, 1), (4, 0, 1)]  # egress verdict, ingress verdict, to-endpoint
+
+
+def test_fast_decoding_gives_the_records_of_the_specs() -> None:
+    from ciliumpy import Packet
+
+    c = Cluster.from_manifests("examples/seed")
+    c.add_dns_records({"api.stripe.com": ["203.0.113.10"]})
+    verdicts = [
+        c.check("production/frontend", "production/backend", 8080),
+        c.check("production/frontend", "production/database", 5432),
+        c.check("world", "production/frontend", 8080),
+        c.check("production/frontend", "production/api-gateway", 8080),  # redirected, no request
+        c.check("production/frontend", "production/backend", 0, "ICMP"),
+        c.check("production/backend", "api.stripe.com", 443),
+        c.check("production/backend", "198.51.100.66", 443),
+        c.check("production/frontend", "production/backend", 9999, "UDP"),
+    ]
+    v = verdicts[0]
+    reply = Packet(v.packet.dst, v.packet.src, 6, sport=8080, dport=v.packet.sport, tcp_flags=0x12)
+    c.evaluate(v.packet)
+    verdicts.append(c.evaluate(reply))  # a reply: trace flows only, source and destination swapped
+    fast, slow = FlowStore(capacity=100), FlowStore(capacity=100)
+    for v in verdicts:
+        fast._verdict_records(v)
+        for i, spec in enumerate(specs_of(v)):
+            slow._append(slow._record_of_spec(spec, v, i))
+    assert len(fast.records) == len(slow.records) > 15
+    for a, b in zip(fast.records, slow.records, strict=True):
+        assert a[:5] == b[:5] and a[9:12] == b[9:12] and a[15:] == b[15:]
+        assert fast.endpoints[a[5]] == slow.endpoints[b[5]] and fast.endpoints[a[6]] == slow.endpoints[b[6]]
+        assert fast.ips[a[7]] == slow.ips[b[7]] and fast.ips[a[8]] == slow.ips[b[8]]
+        assert fast.names[a[13]] == slow.names[b[13]] and fast.names[a[14]] == slow.names[b[14]]
+    assert any(r[17] is True for r in fast.records)
