@@ -43,4 +43,5 @@ COMMANDS: dict[str, str] = {
     "get cidrgroups": "cidrgroups:get_cidrgroups",
     "hubble": "hubble:hubble",
     "identity": "identity:identity",
+    "lab": "lab:lab",
 }

@@ -125,9 +125,15 @@ class DNSProxyUDP:
 class DNSProxyTCP:
     """Serves redirected DNS-over-TCP connections: framed queries until the client closes."""
 
-    def __init__(self, proxy_port: int, answer: Answer, executor: concurrent.futures.Executor) -> None:
+    def __init__(
+        self,
+        proxy_port: int,
+        answer: Answer,
+        executor: concurrent.futures.Executor,
+        limits: ProxyLimits | None = None,
+    ) -> None:
         self.proxy_port, self.answer, self.executor = proxy_port, answer, executor
-        self.limits = ProxyLimits()
+        self.limits = limits or ProxyLimits()
         self.errors = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -21,6 +21,7 @@ import errno as errno_mod
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import warnings
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ __all__ = ["NAME_PREFIX", "NetNS", "ip", "list_namespaces", "remove_stale"]
 
 NAME_PREFIX = "ciliumpy-"
 NETNS_DIR = Path("/run/netns")
+ETC_NETNS_DIR = Path("/etc/netns")
 _CLONE_NEWNET = 0x40000000
 # A stuck `ip` must not hang a test run: every invocation is bounded.
 _IP_TIMEOUT_S = 30.0
@@ -94,7 +96,7 @@ def remove_stale() -> list[str]:
     """Delete ciliumpy namespaces left by processes that no longer run; return their names.
 
     Only names with our prefix whose creating PID is gone are touched, so namespaces of a
-    lab running in another process survive.
+    lab running in another process survive; their ``/etc/netns/<name>`` folders go too.
     """
     removed = []
     for name in list_namespaces():
@@ -104,6 +106,8 @@ def remove_stale() -> list[str]:
         with contextlib.suppress(LabError):
             ip("netns", "delete", name)
             removed.append(name)
+        # A serving lab's resolv.conf for the namespace (ip netns exec reads /etc/netns).
+        shutil.rmtree(ETC_NETNS_DIR / name, ignore_errors=True)
     return removed
 
 

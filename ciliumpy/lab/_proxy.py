@@ -161,6 +161,10 @@ async def _h11_message(
     if not isinstance(event, h11.Request | h11.Response):
         raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}", error_status_hint=400)
     head = event
+    # h11 bounds only headers still arriving (max_incomplete_event_size); a header block
+    # that came in one piece is measured here.
+    if sum(len(n) + len(v) + 4 for n, v in head.headers) > limits.max_header_bytes:
+        raise h11.RemoteProtocolError("header block too large", error_status_hint=431)
     deadline = _Deadline(limits.request_timeout)
     body = bytearray()
     while True:
@@ -255,7 +259,8 @@ class HTTPProxy:
                         await self._h1_local(conn, writer, exc.error_status_hint, b"Bad Request\r\n")
                     return
                 except TimeoutError:
-                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and conn.their_state is not h11.IDLE:
+                    started = conn.their_state is not h11.IDLE or bool(conn.trailing_data[0])
+                    if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE) and started:
                         await self._h1_local(conn, writer, 408, b"Request Timeout\r\n")
                     return
                 if message is None:
@@ -406,6 +411,37 @@ class _H2Stream:
     body: bytearray = attrs.field(factory=bytearray)
 
 
+class _FrameGuard:
+    """Follows HTTP/2 frame boundaries in a byte stream to refuse oversized frames early."""
+
+    def __init__(self, skip: int, limit: int) -> None:
+        self.skip, self.limit = skip, limit
+        self.head = b""
+        self.body_left = 0
+
+    def ok(self, data: bytes) -> bool:
+        view = memoryview(data)
+        while view:
+            if self.skip or self.body_left:
+                n = min(self.skip or self.body_left, len(view))
+                if self.skip:
+                    self.skip -= n
+                else:
+                    self.body_left -= n
+                view = view[n:]
+                continue
+            need = 9 - len(self.head)
+            self.head += bytes(view[:need])
+            view = view[need:]
+            if len(self.head) == 9:
+                length = int.from_bytes(self.head[:3], "big")
+                self.head = b""
+                if length > self.limit:
+                    return False
+                self.body_left = length
+        return True
+
+
 class _H2Session:
     """One client's HTTP/2 connection through the proxy."""
 
@@ -430,8 +466,14 @@ class _H2Session:
             }
         )
         await self.out.flush()
+        guard = _FrameGuard(len(_H2_PREFACE), self.conn.local_settings.max_frame_size)
         try:
             while data:
+                if not guard.ok(data):
+                    # h2 would buffer a frame of any announced size before checking it.
+                    self.conn.close_connection(error_code=h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+                    await self.out.flush()
+                    return
                 try:
                     events = self.conn.receive_data(data)
                 except h2.exceptions.ProtocolError:

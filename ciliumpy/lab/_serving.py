@@ -148,7 +148,7 @@ class Serving:
                     sock.listen(128)
                     self.proxies.append(await asyncio.start_server(proxy.handle, sock=sock))
             elif parser == "dns":
-                tcp = DNSProxyTCP(port, self._answer_dns, self.executor)
+                tcp = DNSProxyTCP(port, self._answer_dns, self.executor, self.limits)
                 self.proxies.append(tcp)
                 for family in families:
                     udp = DNSProxyUDP(udp_listener(family, port), port, self._answer_dns, self.executor)
