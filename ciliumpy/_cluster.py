@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import attrs
 
+from . import _faces
 from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
     ID_HOST,
@@ -1227,6 +1228,8 @@ class Cluster:
         from .hubble import flows
 
         return flows(self, follow=follow, **filters)
+
+    reachability = _faces.reachability
 
     def reachable(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
         return self.check(src, dst, port, protocol).allowed

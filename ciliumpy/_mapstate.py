@@ -13,6 +13,7 @@ from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as _Interface
 
 import attrs
 
@@ -505,6 +506,12 @@ class SelectedRule:
     namespace: str
 
 
+class Selections(_Interface):
+    """What answers "which identities does this selector select" (a SelectorCache)."""
+
+    def select(self, sel: PeerSelector) -> frozenset[int]: ...
+
+
 @attrs.define
 class EndpointPolicy:
     """The resolved policy of one endpoint: map state, filters and enforcement."""
@@ -521,7 +528,7 @@ class EndpointPolicy:
     #: proxy port -> parser of every redirect in the map state
     redirects: dict[int, str] = attrs.field(factory=dict)
 
-    def l7_views(self, res: DatapathResult, protocol: int, port: int, cache: SelectorCache) -> list[Any]:
+    def l7_views(self, res: DatapathResult, protocol: int, port: int, cache: Selections) -> list[Any]:
         """Per-selector policies that apply to the remote identity of a redirected hook
         result on (protocol, port) (§3.9 step 5).
 
