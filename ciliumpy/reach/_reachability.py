@@ -40,17 +40,29 @@ _HTML_CHARS = 100_000
 
 
 class _Unit:
-    """Endpoints sharing one resolved policy, or one external identity."""
+    """Endpoints sharing one resolved policy, or one external identity in one family.
 
-    __slots__ = ("external", "families", "identity", "index", "members", "policy")
+    ``node_families`` are the address families of the node as ``check`` sees it (world
+    and host have both); ``families`` those this unit stands for: "world" is one unit per
+    family because its IPv4 and IPv6 addresses may map to different identities.
+    """
+
+    __slots__ = ("external", "families", "identity", "index", "members", "node_families", "policy")
 
     def __init__(
-        self, index: int, identity: int, policy: EndpointPolicy | None, families: tuple[int, ...], external: bool
+        self,
+        index: int,
+        identity: int,
+        policy: EndpointPolicy | None,
+        families: tuple[int, ...],
+        external: bool,
+        node_families: tuple[int, ...] | None = None,
     ) -> None:
         self.index = index
         self.identity = identity
         self.policy = policy
         self.families = families
+        self.node_families = node_families if node_families is not None else families
         self.external = external
         self.members: list[str] = []
 
@@ -61,6 +73,13 @@ def _family(src: tuple[int, ...], dst: tuple[int, ...]) -> int | None:
         if fam in dst:
             return fam
     return None
+
+
+def _pair_family(s: _Unit, d: _Unit) -> int | None:
+    fam = _family(s.node_families, d.node_families)
+    if fam is None or fam not in s.families or fam not in d.families:
+        return None
+    return fam
 
 
 def compute(
@@ -172,55 +191,65 @@ class Reachability:
                     "labels": dict(ep.labels),
                     "identity": pol.identity,
                 }
-        self._ext_unit: dict[int, _Unit] = {}
-        for ident, name, fams, kind in self._externals(endpoint_ids):
-            unit = _Unit(len(units), ident, None, fams, True)
-            units.append(unit)
-            unit.members.append(name)
-            self._unit_of[name] = unit
-            self._ext_unit[ident] = unit
-            found = self._identities.get(ident)
+        self._ext_unit: dict[tuple[int, int], _Unit] = {}
+        self._node_units: dict[str, list[_Unit]] = {}
+        for by_family, name, kind in self._externals(endpoint_ids):
+            node_fams = tuple(by_family)
+            for fam, ident in by_family.items():
+                unit = _Unit(len(units), ident, None, (fam,), True, node_fams)
+                units.append(unit)
+                unit.members.append(name)
+                self._unit_of.setdefault(name, unit)
+                self._node_units.setdefault(name, []).append(unit)
+                self._ext_unit.setdefault((ident, fam), unit)
+            first = next(iter(by_family.values()))
+            found = self._identities.get(first)
             self._node_attrs[name] = {
                 "kind": kind,
                 "namespace": "",
                 "labels": dict.fromkeys(found.labels.strings(), "") if found is not None else {},
-                "identity": ident,
+                "identity": first,
             }
+        for ref, unit in self._unit_of.items():
+            self._node_units.setdefault(ref, [unit])
         self._units = units
 
-    def _externals(self, endpoint_ids: set[int]) -> list[tuple[int, str, tuple[int, ...], str]]:
-        """External peers: world, host, and every other identity the ipcache holds."""
-        dual = bool(getattr(self.cluster.config, "dual_stack", False))
-        out: list[tuple[int, str, tuple[int, ...], str]] = []
-        if dual:
-            out += [(ID_WORLD_IPV4, "world-ipv4", (4,), "entity"), (ID_WORLD_IPV6, "world-ipv6", (6,), "entity")]
-        else:
-            out.append((ID_WORLD, "world", (4, 6), "entity"))
-        out.append((ID_HOST, "host", (4, 6), "entity"))
+    def _externals(self, endpoint_ids: set[int]) -> list[tuple[dict[int, int], str, str]]:
+        """External peers (identity per family, node name, kind): world and host as
+        ``check`` names them (their addresses' identities), then every other identity the
+        ipcache holds that is not an endpoint's: CIDR and FQDN identities, remote nodes."""
+        from .._cluster import HOST_IP_V4, HOST_IP_V6, WORLD_IP_V4, WORLD_IP_V6
+
+        lookup = self.cluster.lookup_ip
+        out: list[tuple[dict[int, int], str, str]] = [
+            ({4: lookup(WORLD_IP_V4).id, 6: lookup(WORLD_IP_V6).id}, "world", "entity"),
+            ({4: lookup(HOST_IP_V4).id, 6: lookup(HOST_IP_V6).id}, "host", "entity"),
+        ]
         prefixes: dict[int, list[Any]] = {}
         for net, num in self.cluster.ipcache().items():
             if num in endpoint_ids or num in (ID_HOST, ID_WORLD, ID_WORLD_IPV4, ID_WORLD_IPV6):
                 continue
             prefixes.setdefault(num, []).append(net)
         for num, nets in sorted(prefixes.items()):
-            fams = tuple(sorted({n.version for n in nets}))
+            fams = dict.fromkeys(sorted({n.version for n in nets}), num)
             ident = self._identities.get(num)
             if num & LOCAL_IDENTITY_FLAG and ident is not None:
                 fqdns = sorted(lbl.key for lbl in ident.labels if lbl.source == "fqdn")
                 if fqdns:
-                    out.append((num, "fqdn:" + ",".join(fqdns), fams, "fqdn"))
+                    out.append((fams, "fqdn:" + ",".join(fqdns), "fqdn"))
                     continue
                 cidr = ident.cidr or min(nets, key=lambda n: n.prefixlen)
-                out.append((num, str(cidr), fams, "cidr"))
+                out.append((fams, str(cidr), "cidr"))
             else:
                 name = ident.name if ident is not None else str(num)
-                out.append((num, name, fams, "entity"))
+                out.append((fams, name, "entity"))
         seen: set[str] = set()
         unique = []
-        for item in out:
-            name = item[1] if item[1] not in seen else f"{item[1]}#{item[0]}"
+        for fams, name, kind in out:
+            if name in seen:
+                name = f"{name}#{next(iter(fams.values()))}"
             seen.add(name)
-            unique.append((item[0], name, item[2], item[3]))
+            unique.append((fams, name, kind))
         return unique
 
     def _compute_pairs(self) -> None:
@@ -238,7 +267,7 @@ class Reachability:
         for u in shown:
             by_identity.setdefault(u.identity, []).append(u)
         # destination classes: (default ingress table, families) -> units
-        classes: dict[tuple[int, tuple[int, ...], bool], tuple[HookTable | None, list[_Unit]]] = {}
+        classes: dict[tuple[Any, ...], tuple[HookTable | None, _Unit, list[_Unit]]] = {}
         named_in: dict[int, set[int]] = {}  # source identity -> destination units naming it
         irregular_dst: list[_Unit] = []
         for d in shown:
@@ -250,8 +279,8 @@ class Reachability:
                     continue
                 for ident in tables.index(d.policy).named[in_dir]:
                     named_in.setdefault(ident, set()).add(d.index)
-            key = (id(ing0), d.families, d.external)
-            classes.setdefault(key, (ing0, []))[1].append(d)
+            key = (id(ing0), d.node_families, d.families, d.external)
+            classes.setdefault(key, (ing0, d, []))[2].append(d)
         pairs = self._pairs
         units = self._units
         for s in shown:
@@ -263,10 +292,10 @@ class Reachability:
                     special.update(u.index for u in by_identity.get(ident, ()))
                 if eg0.needs_remote:
                     special.update(u.index for u in shown)
-            for (_k, fams, ext), (ing0, members) in classes.items():
-                if s.external and ext:
+            for ing0, sample, members in classes.values():
+                if s.external and sample.external:
                     continue
-                fam = _family(s.families, fams)
+                fam = _pair_family(s, sample)
                 if fam is None:
                     continue
                 cs = tables.connections(eg0, ing0, fam)
@@ -278,7 +307,7 @@ class Reachability:
                 d = units[di]
                 if s.external and d.external:
                     continue
-                fam = _family(s.families, d.families)
+                fam = _pair_family(s, d)
                 if fam is None:
                     continue
                 eg = tables.table(s.policy, eg_dir, d.identity) if s.policy is not None else None
@@ -297,10 +326,13 @@ class Reachability:
 
     def connections(self, src: str, dst: str) -> ConnectionSet:
         """The connections ``src`` may open to ``dst`` (graph node names), empty if none."""
-        s, d = self._unit(src), self._unit(dst)
-        found = self._pairs.get((s.index, d.index))
-        if found is not None:
-            return found
+        self._unit(src)
+        self._unit(dst)
+        for s in self._node_units[src]:
+            for d in self._node_units[dst]:
+                found = self._pairs.get((s.index, d.index))
+                if found is not None:
+                    return found
         return ConnectionSet({}, 4)
 
     def allowed(self, src: str, dst: str, port: int | str | None = None, protocol: str = "TCP") -> bool:
@@ -339,7 +371,7 @@ class Reachability:
         """A pair's connections, also outside the computed scope (other ports, namespaces)."""
         in_scope = (self.port is None or self.port == port) and (self.protocol in (None, name))
         shown = s.members and d.members and not (s.external and d.external)
-        if in_scope and shown and _family(s.families, d.families) == fam:
+        if in_scope and shown and _pair_family(s, d) == fam:
             return self._pairs.get((s.index, d.index)) or ConnectionSet({}, fam)
         tables = self._tables if in_scope else self._full_tables()
         eg = tables.table(s.policy, int(Direction.EGRESS), d.identity) if s.policy is not None else None
@@ -370,9 +402,9 @@ class Reachability:
 
     def _external_unit(self, addr: IPAddress) -> _Unit:
         num = self.cluster.lookup_ip(addr).id
-        unit = self._ext_unit.get(num)
+        unit = self._ext_unit.get((num, addr.version))
         if unit is None:
-            unit = self._ext_unit[num] = _Unit(len(self._units), num, None, (addr.version,), True)
+            unit = self._ext_unit[(num, addr.version)] = _Unit(len(self._units), num, None, (addr.version,), True)
             self._units.append(unit)
         return unit
 
@@ -428,31 +460,33 @@ class Reachability:
         """
         if hops is not None and hops < 0:
             raise PolicyError("hops must be >= 0", field="hops", value=hops)
-        start = self._unit(endpoint)
+        self._unit(endpoint)
+        starts = {u.index for u in self._node_units[endpoint]}
         succ = self._successor_units()
-        dist_unit: dict[int, int] = {start.index: 0}
-        queue = deque([start.index])
+        dist_unit: dict[int, int] = dict.fromkeys(starts, 0)
+        queue = deque(starts)
         while queue:
             u = queue.popleft()
             if hops is not None and dist_unit[u] >= hops:
                 continue
-            if u != start.index and self._units[u].external and not through_external:
+            if u not in starts and self._units[u].external and not through_external:
                 continue
             for v in succ.get(u, ()):
                 if v not in dist_unit:
                     dist_unit[v] = dist_unit[u] + 1
                     queue.append(v)
         out: dict[str, int] = {}
-        # members of the start's own unit are one hop away when the unit reaches itself
-        if (start.index, start.index) in self._pairs:
-            for m in start.members:
-                if m != endpoint:
+        for ui in starts:
+            # members of the start's own unit are one hop away when the unit reaches itself
+            if (ui, ui) in self._pairs:
+                for m in self._units[ui].members:
                     out[m] = 1
         for ui, dist in dist_unit.items():
-            if ui == start.index:
+            if ui in starts:
                 continue
             for m in self._units[ui].members:
-                out[m] = dist
+                out[m] = min(dist, out.get(m, dist))
+        out.pop(endpoint, None)
         return dict(sorted(out.items(), key=lambda kv: (kv[1], kv[0])))
 
     def paths(
@@ -505,8 +539,8 @@ class Reachability:
         ma, mb = set(self.members(a)), set(self.members(b))
         out: list[tuple[str, str, ConnectionSet]] = []
         for src_set, dst_set in ((ma, mb), (mb, ma)):
-            su = {self._unit_of[n].index for n in src_set}
-            du = {self._unit_of[n].index for n in dst_set}
+            su = {u.index for n in src_set for u in self._node_units[n]}
+            du = {u.index for n in dst_set for u in self._node_units[n]}
             for (si, di), cs in self._pairs.items():
                 if si in su and di in du:
                     for s in self._units[si].members:
