@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = Path("bpf/ciliumpy.bpf.c")
 OUTPUT = Path("ciliumpy/bpf/ciliumpy.bpf.o")
-HEADERS = (Path("bpf/ciliumpy_bpf.h"), Path("bpf/maps.h"), Path("bpf/proxy.h"))
+HEADERS = (Path("bpf/ciliumpy_bpf.h"), Path("bpf/maps.h"), Path("bpf/proxy.h"), Path("bpf/lb.h"))
 
 # -mcpu=v3 (32-bit jumps and ALU, kernel >= 5.1) gives smaller programs; the ring buffer
 # already needs 5.8.  No system include directories: the header in bpf/ is self-contained.

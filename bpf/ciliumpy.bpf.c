@@ -151,6 +151,7 @@ struct packet {
 	__u8 icmp_code;
 	__u8 ttl;		/* IPv4 TTL / IPv6 hop limit, for local delivery */
 	__u8 unknown_l4;	/* conntrack would drop it (CIL_DROP_CT_UNKNOWN_PROTO) */
+	__u16 l4_off;		/* frame offset of the L4 header (service NAT rewrites there) */
 };
 
 enum parse_result {
@@ -240,6 +241,7 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 	const struct icmp_prefix *icmp;
 	__u32 hlen;
 
+	p->l4_off = off;
 	/* Non-first fragments carry no L4 header: ports stay 0 (Cilium without frag tracking). */
 	if (p->fragment)
 		return PARSE_OK;
@@ -432,6 +434,7 @@ struct decision {
 	__u8 l3;		/* the chosen entry is the exact-identity lookup's */
 	__u8 flags;		/* CIL_EVENT_ENFORCED, CIL_EVENT_HAS_ENTRY */
 	__u8 ct_flags;		/* the reply's conntrack entry's flags (CIL_CT_F_*) */
+	__u16 service_id;	/* rev-NAT index of a translated packet or of a reply's connection */
 };
 
 static __always_inline __u32 ipcache_identity(const __u8 *addr, __u8 family)
@@ -622,6 +625,7 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 		if (ct && ct->direction != dir) {
 			d->ct_state = CIL_CT_REPLY;
 			d->ct_flags = ct->flags;
+			d->service_id = ct->rev_nat_index;	/* reverse NAT, see lb_rev_nat() */
 			return TC_ACT_OK;
 		}
 		d->ct_state = CIL_CT_NEW;
@@ -707,6 +711,7 @@ static __always_inline int decide(struct __sk_buff *skb, const struct packet *p,
 
 		fresh.created_ns = bpf_ktime_get_ns();
 		fresh.direction = dir;
+		fresh.rev_nat_index = d->service_id;
 		bpf_map_update_elem(&cil_ct, &ctk, &fresh, BPF_ANY);
 	}
 	d->proxy_port = bpf_ntohs(chosen->proxy_port);
@@ -786,6 +791,8 @@ static __always_inline int deliver(struct __sk_buff *skb, const struct packet *p
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
+#include "lb.h"
+
 /* Parse a frame; an unparseable IP packet is decided (dropped, 134) here. */
 static __always_inline int parse(struct __sk_buff *skb, struct packet *p, struct decision *d)
 {
@@ -828,7 +835,9 @@ int cil_from_container(struct __sk_buff *skb)
 		return TC_ACT_OK;	/* ARP and other non-IP traffic is not subject to policy */
 	case PARSE_OK:
 		src = endpoint_of(p.saddr, p.family);
-		ret = decide(skb, &p, CIL_DIR_EGRESS, src, &d);
+		ret = lb_translate(skb, &p, src, &d);
+		if (ret == TC_ACT_OK)
+			ret = decide(skb, &p, CIL_DIR_EGRESS, src, &d);
 		break;
 	default:
 		src = NULL;
@@ -854,6 +863,8 @@ int cil_from_container(struct __sk_buff *skb)
 		__builtin_memset(&d, 0, sizeof(d));
 		dir = CIL_DIR_INGRESS;
 		ret = decide(skb, &p, CIL_DIR_INGRESS, dst, &d);
+		if (ret == TC_ACT_OK)
+			ret = lb_rev_nat(skb, &p, &d);
 		if (unlikely(wants_event(mode, &d)))
 			emit(skb, &p, &d, CIL_DIR_INGRESS);
 		if (ret != TC_ACT_OK)
@@ -886,6 +897,8 @@ int cil_to_container(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	case PARSE_OK:
 		ret = decide(skb, &p, CIL_DIR_INGRESS, endpoint_of(p.daddr, p.family), &d);
+		if (ret == TC_ACT_OK)
+			ret = lb_rev_nat(skb, &p, &d);
 		if (unlikely(skb->mark) && ret == TC_ACT_OK)
 			note_proxy_upstream(skb, &p, &d);
 		break;

@@ -21,8 +21,10 @@ enum cil_drop_reason {
 	CIL_DROP_NONE = 0,
 	CIL_DROP_POLICY = 133,
 	CIL_DROP_INVALID = 134,
+	CIL_DROP_WRITE_ERROR = 141,
 	CIL_DROP_CT_UNKNOWN_PROTO = 137,
 	CIL_DROP_FRAG_NOSUPPORT = 157,
+	CIL_DROP_NO_SERVICE = 158,
 	CIL_DROP_PROXY_LOOKUP_FAILED = 178,	/* no proxy socket for a redirect (bpf/proxy.h) */
 	CIL_DROP_PROXY_SET_FAILED = 179,	/* bpf_sk_assign() refused the proxy socket */
 	CIL_DROP_PROXY_UNKNOWN_PROTO = 180,	/* a redirect of neither TCP nor UDP */
@@ -156,7 +158,8 @@ struct ct_entry {
 	__u64 created_ns;
 	__u8 direction;		/* hook that created the entry (enum cil_direction) */
 	__u8 flags;		/* CIL_CT_F_* (bpf/proxy.h) */
-	__u8 pad[6];
+	__u16 rev_nat_index;	/* service of a translated connection (bpf/lb.h), 0 = none */
+	__u8 pad[4];
 };
 
 /* ---- authentication: (endpoint, remote identity, auth type) pairs ---- */

@@ -24,11 +24,13 @@ from ._datapath import (
     ID_WORLD_IPV4,
     ID_WORLD_IPV6,
     Action,
+    CTState,
     DatapathResult,
     Direction,
     EndpointRecord,
     IPAddress,
     IPNetwork,
+    LBService,
     MapStateKey,
     Packet,
     PolicyEntry,
@@ -84,7 +86,7 @@ from ._model import (
 )
 from ._rwlock import ReadWriteLock, reads, writes
 from ._selectors import EndpointSelector, Operator, Requirement
-from ._services import ServiceTable, check_service
+from ._services import ServiceTable, check_service, tc_translation
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
 from .backends._simulator import LPMTable
@@ -161,6 +163,7 @@ class Cluster:
         self._endpoints: dict[str, Endpoint] = {}
         self._nodes: dict[str, Node] = {}
         self.service_table = ServiceTable()  # Services, EndpointSlices and load-balancer state
+        self._pushed_services: dict[int, LBService] = {}  # what the backend's service maps hold
         self._policies: dict[tuple[str, str, str], PolicyObject] = {}
         self._cidr_groups: dict[str, CiliumCIDRGroup] = {}
         from ._dns import DNSRecords
@@ -771,6 +774,11 @@ class Cluster:
         self._push()
         self._dirty = False
 
+    def _service_changes(self, svcs: dict[int, LBService]) -> dict[str, Any]:
+        old = self._pushed_services
+        up = {k: v for k, v in svcs.items() if old.get(k) != v}
+        return {"services_upsert": up, "services_delete": frozenset(set(old) - set(svcs))}
+
     def _named_port_sig(self) -> tuple[tuple[str, int], ...]:
         return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
 
@@ -858,9 +866,11 @@ class Cluster:
             policy_upsert=pol_up,
             policy_delete=pol_del,
             policy_replace=frozenset(replace),
+            **self._service_changes(svcs := self.service_table.datapath_services(self._endpoints)),
         )
         if not update.is_empty():
             self.backend.apply(update)
+        self._pushed_services = svcs
         self._pushed_eps = eps
         for net in ip_del:
             self._ipcache_lpm.delete(net)
@@ -1011,6 +1021,10 @@ class Cluster:
 
             request = HTTPRequest.from_mapping(http)
         egress_res = self.backend.evaluate(packet, Direction.EGRESS)
+        if egress_res.nat_address is not None and egress_res.ct_state != CTState.REPLY:
+            # The datapath's load balancer sent the packet on to a backend (tc DNAT).
+            service = service or tc_translation(self.service_table, self._endpoints, egress_res, packet)
+            packet = attrs.evolve(packet, dst=egress_res.nat_address, dport=egress_res.nat_port)
         egress = self._hook(egress_res, packet, request)
         ingress = None
         if egress.allowed:

@@ -90,6 +90,10 @@ class DropReason(enum.IntEnum):
     # Packets the datapath cannot parse are dropped (fail closed); Cilium reports these
     # as invalid packets.
     INVALID_PACKET_DROPPED = 134
+    # A service frontend without a backend for new connections (bpf/lib/lb.h).
+    NO_SERVICE = 158
+    # The service NAT could not rewrite the packet.
+    WRITE_ERROR = 141
 
     @property
     def text(self) -> str:
@@ -108,6 +112,8 @@ _DROP_TEXT = {
     DropReason.AUTH_REQUIRED: "Authentication required",
     DropReason.UNENCRYPTED_TRAFFIC: "Traffic is unencrypted",
     DropReason.INVALID_PACKET_DROPPED: "Invalid packet",
+    DropReason.NO_SERVICE: "Service backend not found",
+    DropReason.WRITE_ERROR: "Failed to write into packet",
 }
 
 
@@ -495,6 +501,12 @@ class DatapathResult:
     ct_state: CTState = CTState.NEW
     auth_type: int = 0
     enforced: bool = True
+    # Service translation by the hook: on egress the DNAT of a new or established packet to
+    # a backend (the packet continued to nat_address:nat_port), on a reply the reverse NAT
+    # of its source back to the frontend. ``service_id`` is the frontend's rev-NAT index.
+    service_id: int = 0
+    nat_address: IPAddress | None = None
+    nat_port: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -527,3 +539,29 @@ def lb_slot(client: IPAddress, sport: int | None, count: int) -> int:
     if count <= 0:
         return 0
     return 1 + lb_hash(client, sport) % count
+
+
+@attrs.frozen
+class LBBackend:
+    """A backend in the datapath's backend map (Cilium's ``lb4_backend``/``lb6_backend``)."""
+
+    backend_id: int
+    address: IPAddress = attrs.field(converter=_to_addr)
+    port: int
+
+
+@attrs.frozen
+class LBService:
+    """A frontend in the datapath's service map with the backends of its slots.
+
+    ``service_id`` is the frontend's ID and rev-NAT index; slots ``1..len(backends)`` hold the
+    backends new connections may use (Cilium's ``count``); ``affinity`` keeps a client on
+    one backend (the source port is left out of the hash).
+    """
+
+    service_id: int
+    address: IPAddress = attrs.field(converter=_to_addr)
+    port: int
+    protocol: int
+    backends: tuple[LBBackend, ...] = ()
+    affinity: bool = False

@@ -18,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import ipaddress
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._datapath import IPAddress, Packet, Protocol, TCPFlags, lb_slot
+from ._datapath import DatapathResult, IPAddress, LBBackend, LBService, Packet, Protocol, TCPFlags, lb_slot
 from ._labels import SOURCE_K8S, LabelSet
 from ._mapstate import PeerSelector, cidr_selector, namespace_requirement
 from ._model import Endpoint, EndpointSlice, PeerRule, Service, ServicePort
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceTable",
     "ServiceTranslation",
     "check_service",
+    "tc_translation",
 ]
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -99,6 +101,7 @@ class ServiceFrontend:
     frontend: Frontend
     port_name: str
     backends: tuple[ServiceBackend, ...]
+    id: int = 0  # the frontend's service ID (and rev-NAT index) in the datapath
 
     @property
     def ref(self) -> str:
@@ -181,6 +184,9 @@ class ServiceTable:
     slices: dict[tuple[str, str], EndpointSlice] = attrs.field(factory=dict)
     gen: int = 0
     _memo: tuple[Any, tuple[ServiceFrontend, ...], dict[tuple[Any, ...], ServiceFrontend]] | None = None
+    # IDs stay with a frontend (backend address) while it exists, as the agent allocates them.
+    _frontend_ids: dict[Frontend, int] = attrs.field(factory=dict)
+    _backend_ids: dict[tuple[IPAddress, int, int], int] = attrs.field(factory=dict)
 
     # -- state ------------------------------------------------------------------------
     def store(self, obj: Service | EndpointSlice) -> None:
@@ -241,6 +247,9 @@ class ServiceTable:
                     backends = self.backends_of(svc, sp, ip.version, endpoints)
                     fe = Frontend(ip, sp.port, _PROTOCOL_NUMBERS[sp.protocol])
                     out.append(ServiceFrontend(svc, fe, sp.name or "", backends))
+        live = {f.frontend for f in out}
+        self._frontend_ids = {fe: num for fe, num in self._frontend_ids.items() if fe in live}
+        out = [attrs.evolve(f, id=_allocate(self._frontend_ids, f.frontend)) for f in out]
         index = {(f.frontend.address, f.frontend.port, f.frontend.protocol): f for f in out}
         self._memo = (key, tuple(out), index)
         return tuple(out), index
@@ -286,6 +295,29 @@ class ServiceTable:
                     if ip.version == family:
                         found.setdefault(ip, ServiceBackend(ip, sp.target, BackendState.ACTIVE, by_ip.get(ip)))
         return tuple(sorted(found.values(), key=lambda b: (b.state != BackendState.ACTIVE, b.address, b.port)))
+
+    def datapath_services(self, endpoints: Mapping[str, Endpoint]) -> dict[int, LBService]:
+        """The service map as the datapath gets it: frontend ID -> frontend and slot backends.
+
+        The datapath is one node whose pods have no node name, so ``internalTrafficPolicy:
+        Local`` keeps the backends without a node.
+        """
+        frontends = self.frontends(endpoints)
+        wanted = {(b.address, b.port, f.frontend.protocol) for f in frontends for b in f.selectable(None)}
+        self._backend_ids = {k: v for k, v in self._backend_ids.items() if k in wanted}
+        out = {}
+        for f in frontends:
+            slots = tuple(
+                LBBackend(_allocate(self._backend_ids, (b.address, b.port, f.frontend.protocol)), b.address, b.port)
+                for b in f.selectable(None)
+            )
+            fe = f.frontend
+            out[f.id] = LBService(f.id, fe.address, fe.port, fe.protocol, slots, f.affinity)
+        return out
+
+    def frontend_by_id(self, endpoints: Mapping[str, Endpoint], service_id: int) -> ServiceFrontend | None:
+        """The frontend with that service ID (rev-NAT index)."""
+        return next((f for f in self.frontends(endpoints) if f.id == service_id), None)
 
     # -- translation --------------------------------------------------------------------
     def translate(
@@ -598,6 +630,33 @@ def _check_headless(
 
 def table_answer(cluster: Cluster, fqdn: str) -> tuple[IPAddress, ...]:
     return cluster.service_table.dns_answer(fqdn, cluster.endpoints) or ()
+
+
+def tc_translation(
+    table: ServiceTable, endpoints: Mapping[str, Endpoint], result: DatapathResult, packet: Packet
+) -> ServiceTranslation | None:
+    """The translation a datapath hook reports (its DNAT of ``packet`` to a backend)."""
+    fe = table.frontend_by_id(endpoints, result.service_id)
+    if fe is None or result.nat_address is None:
+        return None
+    pool = fe.selectable(None)
+    chosen = next((b for b in pool if b.address == result.nat_address and b.port == result.nat_port), None)
+    backend = chosen or ServiceBackend(result.nat_address, result.nat_port)
+    return ServiceTranslation(
+        service=fe.ref, frontend=fe.frontend, backend=backend, candidates=len(pool), mode="tc", affinity=fe.affinity
+    )
+
+
+def _allocate(ids: dict[Any, int], key: Any) -> int:
+    num = ids.get(key)
+    if num is None:
+        # IDs are dense while nothing is removed, so the next one is usually free.
+        num = len(ids) + 1
+        if num in ids.values():
+            used = set(ids.values())
+            num = next(n for n in itertools.count(1) if n not in used)
+        ids[key] = num
+    return num
 
 
 def _backend_state(ready: bool, serving: bool, terminating: bool) -> BackendState:

@@ -20,6 +20,7 @@ from .._datapath import (
     Direction,
     EndpointRecord,
     IPNetwork,
+    LBService,
     MapStateKey,
     Packet,
     PolicyEntry,
@@ -42,7 +43,8 @@ class DatapathUpdate:
 
     ``policy_replace`` lists endpoints whose whole map is replaced by their
     ``policy_upsert`` entries; for other endpoints the upserts and deletes are applied
-    to the existing map. Deleting an endpoint deletes its map.
+    to the existing map. Deleting an endpoint deletes its map. ``services_upsert`` adds or
+    replaces service frontends (with their backends) by service ID.
     """
 
     endpoints_upsert: Mapping[int, EndpointRecord] = attrs.field(factory=dict)
@@ -52,6 +54,8 @@ class DatapathUpdate:
     policy_upsert: Mapping[int, Mapping[MapStateKey, PolicyEntry]] = attrs.field(factory=dict)
     policy_delete: Mapping[int, frozenset[MapStateKey]] = attrs.field(factory=dict)
     policy_replace: frozenset[int] = frozenset()
+    services_upsert: Mapping[int, LBService] = attrs.field(factory=dict)
+    services_delete: frozenset[int] = frozenset()
 
     def is_empty(self) -> bool:
         return not (
@@ -62,6 +66,8 @@ class DatapathUpdate:
             or any(self.policy_upsert.values())
             or any(self.policy_delete.values())
             or self.policy_replace
+            or self.services_upsert
+            or self.services_delete
         )
 
 

@@ -1,4 +1,4 @@
-"""ctypes mirrors of ``bpf/maps.h`` and the one place where byte order is converted.
+"""ctypes mirrors of ``bpf/maps.h`` (and ``bpf/lb.h``) and the one place where byte order is converted.
 
 Every class has the C struct's name in CamelCase and the C member names, in order, so the
 BTF test in tests/backends can compare sizes and member offsets name by name. Fields the C
@@ -12,6 +12,7 @@ import ctypes
 import enum
 import ipaddress
 import socket
+from collections.abc import Iterable
 
 from .._datapath import (
     Action,
@@ -20,6 +21,7 @@ from .._datapath import (
     DropReason,
     IPAddress,
     IPNetwork,
+    LBService,
     MapStateKey,
     MatchType,
     PolicyEntry,
@@ -39,6 +41,10 @@ __all__ = [
     "FlowEvent",
     "IpcacheEntry",
     "IpcacheKey",
+    "LbBackend",
+    "LbRevnat",
+    "LbService",
+    "LbServiceKey",
     "PolicyEntryValue",
     "PolicyKey",
     "PolicyStatsKey",
@@ -157,7 +163,13 @@ class CtKey(ctypes.Structure):
 
 
 class CtEntry(ctypes.Structure):
-    _fields_ = [("created_ns", _u64), ("direction", _u8), ("flags", _u8), ("pad", _u8 * 6)]
+    _fields_ = [
+        ("created_ns", _u64),
+        ("direction", _u8),
+        ("flags", _u8),
+        ("rev_nat_index", _u16),
+        ("pad", _u8 * 4),
+    ]
 
 
 class AuthKey(ctypes.Structure):
@@ -224,6 +236,76 @@ class FlowEvent(ctypes.Structure):
     ]
 
 
+# ---- service load balancing (bpf/lb.h) ----
+LB_SVC_AFFINITY = 0x01
+
+
+class LbServiceKey(ctypes.Structure):
+    _fields_ = [
+        ("address", _u8 * 16),
+        ("dport", _u16),  # network order
+        ("backend_slot", _u16),
+        ("proto", _u8),
+        ("scope", _u8),
+        ("family", _u8),
+        ("pad", _u8),
+    ]
+
+
+class LbService(ctypes.Structure):
+    _fields_ = [
+        ("backend_id", _u32),
+        ("count", _u16),
+        ("rev_nat_index", _u16),
+        ("flags", _u8),
+        ("flags2", _u8),
+        ("qcount", _u16),
+    ]
+
+
+class LbBackend(ctypes.Structure):
+    _fields_ = [
+        ("address", _u8 * 16),
+        ("port", _u16),  # network order
+        ("proto", _u8),
+        ("flags", _u8),
+        ("cluster_id", _u16),
+        ("zone", _u8),
+        ("family", _u8),
+    ]
+
+
+class LbRevnat(ctypes.Structure):
+    _fields_ = [("address", _u8 * 16), ("port", _u16), ("family", _u8), ("pad", _u8)]  # port: network order
+
+
+def lb_entries(services: Iterable[LBService]) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes]]:
+    """The service, backend and rev-NAT map contents (key bytes -> value bytes) of ``services``."""
+    svc_map: dict[bytes, bytes] = {}
+    backend_map: dict[bytes, bytes] = {}
+    revnat_map: dict[bytes, bytes] = {}
+    for svc in services:
+        fam = _family(svc.address.version)
+        key = LbServiceKey(address=_addr16(svc.address), dport=socket.htons(svc.port), proto=svc.protocol, family=fam)
+        flags = LB_SVC_AFFINITY if svc.affinity else 0
+        svc_map[bytes(key)] = bytes(LbService(count=len(svc.backends), rev_nat_index=svc.service_id, flags=flags))
+        for slot, be in enumerate(svc.backends, 1):
+            key.backend_slot = slot
+            svc_map[bytes(key)] = bytes(LbService(backend_id=be.backend_id, rev_nat_index=svc.service_id))
+            backend_map[bytes(ctypes.c_uint32(be.backend_id))] = bytes(
+                LbBackend(
+                    address=_addr16(be.address),
+                    port=socket.htons(be.port),
+                    proto=svc.protocol,
+                    family=_family(be.address.version),
+                )
+            )
+        revnat_map[bytes(ctypes.c_uint16(svc.service_id))] = bytes(
+            LbRevnat(address=_addr16(svc.address), port=socket.htons(svc.port), family=fam)
+        )
+    return svc_map, backend_map, revnat_map
+
+
 # C struct name -> mirror (checked against BTF by tests/backends).
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "endpoint_key": EndpointKey,
@@ -240,6 +322,10 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "policy_stats_value": PolicyStatsValue,
     "cil_config": CilConfig,
     "flow_event": FlowEvent,
+    "lb_service_key": LbServiceKey,
+    "lb_service": LbService,
+    "lb_backend": LbBackend,
+    "lb_revnat": LbRevnat,
 }
 
 

@@ -40,6 +40,7 @@ from .._datapath import (
     EndpointRecord,
     IPAddress,
     IPNetwork,
+    LBService,
     MapStateKey,
     MatchType,
     Packet,
@@ -250,11 +251,18 @@ class _State:
     # endpoint id -> its device, for local delivery; set by whoever wires the endpoints up
     # (ciliumpy.lab), not by policy updates, so it outlives an endpoint's removal
     devices: dict[int, EndpointDevice] = attrs.Factory(dict)
+    # service ID -> frontend with its slot backends (bpf/lb.h maps)
+    services: dict[int, LBService] = attrs.Factory(dict)
 
     def applied(self, update: DatapathUpdate, encode: _Encoder) -> tuple[_State, _Touched]:
         """The state after ``update`` (same order of operations as the simulator) and what
         it may have changed.  Copy-on-write: untouched policy tables are shared."""
-        new = _State(dict(self.endpoints), dict(self.by_ip), dict(self.ipcache), dict(self.policy), self.devices)
+        new = _State(
+            dict(self.endpoints), dict(self.by_ip), dict(self.ipcache), dict(self.policy), self.devices, self.services
+        )
+        if update.services_upsert or update.services_delete:
+            new.services = {k: v for k, v in self.services.items() if k not in update.services_delete}
+            new.services.update(update.services_upsert)
         touched = _Touched()
         for ep_id in update.endpoints_delete:
             rec = new.endpoints.pop(ep_id, None)
@@ -434,7 +442,9 @@ def _all_or_nothing(what: str, function: str) -> Iterator[_Journal]:
 class _MapContents:
     """Key/value bytes of a hash or LPM map, diffed and written in batches."""
 
-    def __init__(self, fd: int, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]) -> None:
+    def __init__(
+        self, fd: int, key_type: type[ctypes._SimpleCData[Any] | ctypes.Structure], value_type: type[ctypes.Structure]
+    ) -> None:
         self.fd = fd
         self.key_type = key_type
         self.value_type = value_type
@@ -685,6 +695,9 @@ class EBPFBackend:
                     b"cil_policystats",
                     b"cil_config",
                     b"cil_events",
+                    b"cil_lb_service",
+                    b"cil_lb_backend",
+                    b"cil_lb_revnat",
                 )
             }
             self._prog_fds = {d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()}
@@ -969,6 +982,8 @@ class EBPFBackend:
                 _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
                     _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
                 )
+                if new.services is not old.services:
+                    self._sync_services(old.services, new.services, journal)
                 if removed:
                     journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
                     L.map_delete_batch(outer, _u32_array(removed))
@@ -979,6 +994,25 @@ class EBPFBackend:
         self._state = new
         if update.endpoints_delete:
             self._forget_endpoints(update.endpoints_delete)
+
+    def _sync_services(self, old: dict[int, LBService], new: dict[int, LBService], journal: _Journal) -> None:
+        # Reverse NAT and backends before the slots that lead to them; a packet in between
+        # finds either the old or the new frontend, and a missing backend drops (fail closed).
+        old_maps = S.lb_entries(old.values())
+        new_maps = S.lb_entries(new.values())
+        for name, key_type, value_type, idx in (
+            (b"cil_lb_revnat", ctypes.c_uint16, S.LbRevnat, 2),
+            (b"cil_lb_backend", ctypes.c_uint32, S.LbBackend, 1),
+            (b"cil_lb_service", S.LbServiceKey, S.LbService, 0),
+        ):
+            _MapContents(self._fd(name), key_type, value_type).sync(old_maps[idx], new_maps[idx], journal)
+
+    def frontend_of(self, address: IPAddress, port: int, protocol: int) -> LBService | None:
+        """The service frontend at ``address:port/protocol`` in the maps, if any."""
+        for svc in self._state.services.values():
+            if svc.address == address and svc.port == port and svc.protocol == protocol:
+                return svc
+        return None
 
     def _encode_entry(self, key: MapStateKey, entry: PolicyEntry) -> tuple[bytes, bytes]:
         value = S.policy_entry_to_c(key, entry, self._cookie(entry))
@@ -1146,7 +1180,7 @@ class EBPFBackend:
                 f"expected one flow event for {packet!r}, got {len(mine)} of {len(events)}",
                 function="evaluate",
             )
-        result = mine[0].result()
+        result = self._with_nat(mine[0].result(), mine[0], packet)
         expected = _TC_ACT_SHOT if result.action == Action.DROP else _TC_ACT_OK
         if retval != expected:
             raise BPFError(
@@ -1155,6 +1189,26 @@ class EBPFBackend:
                 function="evaluate",
             )
         return result
+
+    def _with_nat(self, result: DatapathResult, ev: DatapathEvent, packet: Packet) -> DatapathResult:
+        """Add the service translation the event shows (its addresses after the NAT)."""
+        if not result.enforced or not self._state.services:
+            return result
+        if result.ct_state == CTState.REPLY:
+            if ev.src is not None and (ev.src, ev.sport) != (packet.src, packet.sport):
+                front = self.frontend_of(ev.src, ev.sport, packet.protocol)
+                return attrs.evolve(
+                    result, service_id=front.service_id if front else 0, nat_address=ev.src, nat_port=ev.sport
+                )
+            return result
+        if result.direction != Direction.EGRESS:
+            return result
+        front = self.frontend_of(packet.dst, packet.dport, packet.protocol)
+        if front is None or not packet.carries_ports or packet.is_icmp:
+            return result
+        if result.drop_reason == DropReason.NO_SERVICE:
+            return attrs.evolve(result, service_id=front.service_id)
+        return attrs.evolve(result, service_id=front.service_id, nat_address=ev.dst, nat_port=ev.dport)
 
     # -- live attachment -----------------------------------------------------------------
     def attach(

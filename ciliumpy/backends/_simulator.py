@@ -7,10 +7,13 @@ lookups of Cilium 1.17+ (exact identity, then identity 0) and the choice between
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import ClassVar
+
+import attrs
 
 from .._datapath import (
     ID_WORLD,
@@ -23,11 +26,13 @@ from .._datapath import (
     EndpointRecord,
     IPAddress,
     IPNetwork,
+    LBService,
     MapStateKey,
     MatchType,
     Packet,
     PolicyEntry,
     Protocol,
+    lb_slot,
 )
 from . import DatapathUpdate
 
@@ -175,7 +180,10 @@ class SimulatorBackend:
         self._by_ip: dict[int, int] = {}  # _addr_key(ip) -> endpoint id
         self._ipcache = LPMTable()
         self._policy: dict[int, _PolicyTable] = {}
-        self._ct: dict[int, dict[_CTKey, Direction]] = defaultdict(dict)
+        # per endpoint: tuple -> (direction that created it, rev-NAT index of its service)
+        self._ct: dict[int, dict[_CTKey, tuple[Direction, int]]] = defaultdict(dict)
+        self._services: dict[int, LBService] = {}
+        self._frontends: dict[tuple[int, int, int], LBService] = {}  # (addr key, port, proto)
         self._counters: dict[int, dict[MapStateKey, list[int]]] = defaultdict(dict)
         # (local security identity, remote security identity, auth type): Cilium's auth map key
         self.auth_pairs: set[tuple[int, int, int]] = set()
@@ -240,6 +248,16 @@ class SimulatorBackend:
             table = self._policy.setdefault(ep_id, _PolicyTable())
             for key, entry in entries.items():
                 table.put(key, entry)
+        for svc_id in update.services_delete:
+            old_svc = self._services.pop(svc_id, None)
+            if old_svc is not None:
+                self._frontends.pop((_addr_key(old_svc.address), old_svc.port, old_svc.protocol), None)
+        for svc_id, svc in update.services_upsert.items():
+            old_svc = self._services.get(svc_id)
+            if old_svc is not None:
+                self._frontends.pop((_addr_key(old_svc.address), old_svc.port, old_svc.protocol), None)
+            self._services[svc_id] = svc
+            self._frontends[(_addr_key(svc.address), svc.port, svc.protocol)] = svc
 
     def ipcache_lookup(self, addr: IPAddress) -> int:
         hit = self._ipcache.lookup(addr)
@@ -273,9 +291,30 @@ class SimulatorBackend:
         ep_id = self._by_ip.get(_addr_key(local))
         if ep_id is None:
             return DatapathResult(direction=direction, action=Action.ALLOW, enforced=False)
+        nat: tuple[int, IPAddress | None, int] = (0, None, 0)
+        if direction == Direction.EGRESS and self._frontends and packet.carries_ports and not packet.is_icmp:
+            # The tc load balancer (bpf_lxc from-container): a packet to a frontend is
+            # translated to a backend before conntrack and policy see it.
+            svc = self._frontends.get((_addr_key(packet.dst), packet.dport, packet.protocol))
+            if svc is not None:
+                if not svc.backends:
+                    return DatapathResult(
+                        direction=direction,
+                        action=Action.DROP,
+                        endpoint_id=ep_id,
+                        remote_identity=self.ipcache_lookup(remote),
+                        drop_reason=DropReason.NO_SERVICE,
+                        service_id=svc.service_id,
+                    )
+                slot = lb_slot(packet.src, None if svc.affinity else packet.sport, len(svc.backends))
+                backend = svc.backends[slot - 1]
+                packet = attrs.evolve(packet, dst=backend.address, dport=backend.port)
+                remote = packet.dst
+                nat = (svc.service_id, backend.address, backend.port)
         remote_id = self.ipcache_lookup(remote)
+        result = functools.partial(DatapathResult, service_id=nat[0], nat_address=nat[1], nat_port=nat[2])
         if not packet.known_to_conntrack and not self.extended_ip_protocols:
-            return DatapathResult(
+            return result(
                 direction=direction,
                 action=Action.DROP,
                 endpoint_id=ep_id,
@@ -284,15 +323,22 @@ class SimulatorBackend:
             )
         ct = self._ct[ep_id]
         tup = _ct_tuple(packet)
-        if ct.get(tup) == direction:
+        fwd = ct.get(tup)
+        rev = ct.get(_ct_reverse(tup)) if fwd is None or fwd[0] != direction else None
+        if fwd is not None and fwd[0] == direction:
             ct_state = CTState.ESTABLISHED
-        elif ct.get(_ct_reverse(tup)) not in (None, direction):
+        elif rev is not None and rev[0] != direction:
+            # Reply of a translated connection: its source goes back to the frontend.
+            front = self._services.get(rev[1]) if rev[1] else None
             return DatapathResult(
                 direction=direction,
                 action=Action.ALLOW,
                 endpoint_id=ep_id,
                 remote_identity=remote_id,
                 ct_state=CTState.REPLY,
+                service_id=rev[1],
+                nat_address=front.address if front is not None else None,
+                nat_port=front.port if front is not None else 0,
             )
         else:
             ct_state = CTState.NEW
@@ -304,7 +350,7 @@ class SimulatorBackend:
             and not packet.fragment
         ):
             # Fragmentation-needed messages always pass (allow-icmp-frag-needed).
-            return DatapathResult(
+            return result(
                 direction=direction,
                 action=Action.ALLOW,
                 endpoint_id=ep_id,
@@ -324,7 +370,7 @@ class SimulatorBackend:
             other = l4 if chosen is l3 else l3
         if chosen is None:
             reason = DropReason.IP_FRAGMENTATION_NOT_SUPPORTED if packet.fragment else DropReason.POLICY_DENIED
-            return DatapathResult(
+            return result(
                 direction=direction,
                 action=Action.DROP,
                 endpoint_id=ep_id,
@@ -338,7 +384,7 @@ class SimulatorBackend:
         counter[1] += packet.frame_length
         mtype = match_type_of(key)
         if entry.deny:
-            return DatapathResult(
+            return result(
                 direction=direction,
                 action=Action.DROP,
                 endpoint_id=ep_id,
@@ -357,7 +403,7 @@ class SimulatorBackend:
         ):
             auth = other[1].auth_type
         if auth and (self._endpoints[ep_id].identity, remote_id, auth) not in self.auth_pairs:
-            return DatapathResult(
+            return result(
                 direction=direction,
                 action=Action.DROP,
                 endpoint_id=ep_id,
@@ -369,8 +415,8 @@ class SimulatorBackend:
                 auth_type=auth,
             )
         if ct_state == CTState.NEW:
-            ct[tup] = direction
-        return DatapathResult(
+            ct[tup] = (direction, nat[0])
+        return result(
             direction=direction,
             action=Action.REDIRECT if entry.proxy_port else Action.ALLOW,
             endpoint_id=ep_id,
