@@ -248,16 +248,13 @@ class SimulatorBackend:
             table = self._policy.setdefault(ep_id, _PolicyTable())
             for key, entry in entries.items():
                 table.put(key, entry)
-        for svc_id in update.services_delete:
-            old_svc = self._services.pop(svc_id, None)
-            if old_svc is not None:
-                self._frontends.pop((_addr_key(old_svc.address), old_svc.port, old_svc.protocol), None)
-        for svc_id, svc in update.services_upsert.items():
-            old_svc = self._services.get(svc_id)
-            if old_svc is not None:
-                self._frontends.pop((_addr_key(old_svc.address), old_svc.port, old_svc.protocol), None)
-            self._services[svc_id] = svc
-            self._frontends[(_addr_key(svc.address), svc.port, svc.protocol)] = svc
+        if update.services_upsert or update.services_delete:
+            for svc_id in update.services_delete:
+                self._services.pop(svc_id, None)
+            self._services.update(update.services_upsert)
+            # Keyed by frontend as the service map is; rebuilt, so a frontend that moved
+            # from one service ID to another in the same update is never lost.
+            self._frontends = {(_addr_key(s.address), s.port, s.protocol): s for s in self._services.values()}
 
     def ipcache_lookup(self, addr: IPAddress) -> int:
         hit = self._ipcache.lookup(addr)

@@ -44,4 +44,5 @@ COMMANDS: dict[str, str] = {
     "hubble": "hubble:hubble",
     "identity": "identity:identity",
     "lab": "lab:lab",
+    "service": "service:service",
 }
