@@ -47,8 +47,7 @@ def find_clang() -> str:
     clang = os.environ.get("CLANG") or shutil.which("clang")
     if not clang:
         sys.exit(
-            "bpf/build.py: clang not found; install it (apt-get install clang) "
-            "or point $CLANG at a BPF-capable clang"
+            "bpf/build.py: clang not found; install it (apt-get install clang) or point $CLANG at a BPF-capable clang"
         )
     return clang
 
@@ -79,9 +78,7 @@ def build(out: Path, defines: tuple[str, ...] = ()) -> None:
 
 
 def clang_version() -> str:
-    out = subprocess.run(
-        [find_clang(), "--version"], capture_output=True, text=True, check=False
-    ).stdout
+    out = subprocess.run([find_clang(), "--version"], capture_output=True, text=True, check=False).stdout
     return out.splitlines()[0] if out else "unknown clang"
 
 
