@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``bpf``, ``bench``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typing``, ``bpf``, ``bench``, ``fuzz``."""
 
 from __future__ import annotations
 
@@ -41,3 +41,25 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks under bench/ and print their tables."""
     session.install("-e", ".[dev]")
     session.run("python", "bench/run_all.py", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Long fuzz run: ``CILIUMPY_FUZZ_EXAMPLES`` random inputs per fuzz test (default 5000).
+
+    CI runs the same tests with a small derandomized budget as part of ``tests``; this
+    session looks further and prints how many inputs it tried and how each ended.
+    """
+    session.install("-e", ".[dev]")
+    examples = session.env.get("CILIUMPY_FUZZ_EXAMPLES") or "5000"
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/fuzz",
+        *session.posargs,
+        env={"CILIUMPY_FUZZ_EXAMPLES": examples},
+    )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import attrs
 
 from . import _faces
+from ._arguments import check_arguments, endpoint_from_arguments, namespace_from_arguments
 from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
     ID_HOST,
@@ -107,6 +108,7 @@ HOST_IP_V6 = ipaddress.ip_address("fd00:10::1")
 # outside every range our examples use.
 WORLD_IP_V4 = ipaddress.ip_address("198.51.100.254")
 WORLD_IP_V6 = ipaddress.ip_address("2001:db8:ffff::fe")
+_RESERVED_ADDRESSES = {HOST_IP_V4: "host", HOST_IP_V6: "host", WORLD_IP_V4: "world", WORLD_IP_V6: "world"}
 
 _PROTOCOLS = {
     "TCP": Protocol.TCP,
@@ -229,7 +231,7 @@ class Cluster:
     @writes
     def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> Namespace:
         """Add or replace a namespace (its labels become ``io.cilium.k8s.namespace.labels.*``)."""
-        ns = Namespace(name, dict(labels or {}))
+        ns = namespace_from_arguments(name, labels)
         self._apply_objects([ns])
         return ns
 
@@ -244,20 +246,7 @@ class Cluster:
         node: str | None = None,
     ) -> Endpoint:
         """Add or replace a pod ``"namespace/name"``; addresses are assigned when omitted."""
-        namespace, name = _split_ref(ref)
-        cports: tuple[ContainerPort, ...] = tuple(
-            p if isinstance(p, ContainerPort) else ContainerPort(p[0], int(p[1]), p[2] if len(p) > 2 else "TCP")
-            for p in ports or ()
-        )
-        ep = Endpoint(
-            namespace=namespace,
-            name=name,
-            labels=dict(labels or {}),
-            ips=tuple(ips or ()),
-            ports=cports,
-            service_account=service_account,
-            node=node,
-        )
+        ep = endpoint_from_arguments(ref, labels, ips, ports, service_account, node, _RESERVED_ADDRESSES)
         self._apply_objects([ep])
         return self._endpoints[ep.ref]
 
@@ -937,6 +926,7 @@ class Cluster:
         a concurrent change. A name (a pod's hostname query or a Service's DNS name) is
         resolved first, which may learn addresses (a change), then checked: two steps.
         """
+        port = check_arguments(src, dst, port, protocol)
         if self._fqdn_ips:
             self.expire_dns()  # the clock may have moved: a write, taken only when names were learned
         if _is_hostname(dst):  # resolve (the write side), then check (the read side)

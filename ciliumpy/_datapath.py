@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from .exceptions import PolicyError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _ADDR_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -393,6 +395,17 @@ def _to_addr(value: str | int | IPAddress) -> IPAddress:
     return value if isinstance(value, _ADDR_TYPES) else ipaddress.ip_address(value)
 
 
+_PACKET_FIELD_MAX = (
+    ("protocol", 0xFF),
+    ("sport", 0xFFFF),
+    ("dport", 0xFFFF),
+    ("icmp_type", 0xFF),
+    ("icmp_code", 0xFF),
+    ("tcp_flags", 0xFF),
+    ("length", 0xFFFF),
+)
+
+
 @attrs.frozen
 class Packet:
     """A packet handed to a datapath hook.
@@ -415,7 +428,14 @@ class Packet:
 
     def __attrs_post_init__(self) -> None:
         if self.src.version != self.dst.version:
-            raise ValueError(f"mixed address families: {self.src} -> {self.dst}")
+            raise PolicyError(f"mixed address families: {self.src} -> {self.dst}")
+        # Backends pack these into fixed-width fields: check the widths here, once.
+        for name, high in _PACKET_FIELD_MAX:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Packet.{name} is an int, not {type(value).__name__}")
+            if not 0 <= value <= high:
+                raise PolicyError(f"must be within 0..{high}", field=f"Packet.{name}", value=value)
 
     @property
     def is_icmp(self) -> bool:

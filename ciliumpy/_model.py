@@ -1736,9 +1736,16 @@ class ContainerPort:
 
 
 def _ip_tuple(values: Iterable[Any]) -> tuple[IPAddress, ...]:
-    out = []
-    for v in values:
-        out.append(ipaddress.ip_address(v) if not isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address) else v)
+    if isinstance(values, str):
+        raise TypeError("addresses are a list, not a str")
+    out: list[IPAddress] = []
+    for i, v in enumerate(values):
+        if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            out.append(v)
+        elif isinstance(v, str):
+            out.append(ipaddress.ip_address(check_ip(v, f"ips[{i}]")))
+        else:
+            raise TypeError(f"ips[{i}] is an address str, not {type(v).__name__}")
     return tuple(out)
 
 
@@ -1795,7 +1802,7 @@ class Endpoint:
             pod_ip = check_ip(pod_ip, "status.podIP")
             if pod_ip not in ips:
                 ips.insert(0, pod_ip)
-        _one_address_per_family(ips, "status.podIPs")
+        one_address_per_family(ips, "status.podIPs")
         sa = opt_str(spec, "serviceAccountName", "spec") or opt_str(spec, "serviceAccount", "spec") or "default"
         validate_name(sa, "spec.serviceAccountName")
         node = opt_str(spec, "nodeName", "spec") or None
@@ -1865,7 +1872,7 @@ def check_ip(value: Any, field: str) -> str:
         raise PolicyError("must be a valid IP address", field=field, value=value) from None
 
 
-def _one_address_per_family(ips: Sequence[str], field: str) -> None:
+def one_address_per_family(ips: Sequence[str], field: str) -> None:
     versions = [ipaddress.ip_address(ip).version for ip in ips]
     if len(versions) != len(set(versions)):
         raise PolicyError("may specify no more than one IP for each IP family", field=field, value=list(ips))
@@ -2140,7 +2147,7 @@ class Service:
         if headless:
             ips = []
         ips = [check_ip(ip, f"spec.clusterIPs[{i}]") for i, ip in enumerate(ips)]
-        _one_address_per_family(ips, "spec.clusterIPs")
+        one_address_per_family(ips, "spec.clusterIPs")
         families = spec.get("ipFamilies")
         if families is not None:
             if not isinstance(families, list) or any(f not in ("IPv4", "IPv6") for f in families):

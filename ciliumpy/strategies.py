@@ -606,7 +606,7 @@ def _dns_patterns() -> SearchStrategy[str]:
 
 
 def dns_rules() -> SearchStrategy[DNSRule]:
-    """``rules.dns`` entries: ``matchName`` or ``matchPattern`` (or both).
+    """``rules.dns`` entries: exactly one of ``matchName`` or ``matchPattern`` (the CRD's oneOf).
 
     >>> r = dns_rules().example(); bool(r.match_name or r.match_pattern)
     True
@@ -614,7 +614,6 @@ def dns_rules() -> SearchStrategy[DNSRule]:
     return st.one_of(
         st.builds(DNSRule, match_name=_dns_names()),
         st.builds(DNSRule, match_pattern=_dns_patterns()),
-        st.builds(DNSRule, match_name=_dns_names(), match_pattern=_dns_patterns()),
     )
 
 

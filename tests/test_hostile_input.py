@@ -10,12 +10,13 @@ from __future__ import annotations
 import struct
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ciliumpy import Cluster
+from ciliumpy import Cluster, Packet
 from ciliumpy._dns import DNSProxy
 from ciliumpy._fqdn import FQDNCache, ManualClock
 from ciliumpy._manifests import MAX_DEPTH, load_objects
@@ -425,3 +426,116 @@ def test_k8s_ipblock_with_ipv6_zone_is_rejected() -> None:
     }
     err = _load_error(netpol)
     assert err.field == "spec.egress[0].to[0].ipBlock.cidr"
+
+
+# ---------------------------------------------------------------- the façade's arguments
+@pytest.fixture
+def small() -> Iterator[Cluster]:
+    """Argument checks run before any backend: the simulator is enough."""
+    with Cluster(backend="simulator") as c:
+        c.add_endpoint("d/a", labels={"app": "a"}, ips=["10.1.0.1"])
+        yield c
+
+
+@pytest.fixture
+def small_on_each_backend(ciliumpy_backend: str) -> Iterator[Cluster]:
+    with Cluster(backend=ciliumpy_backend) as c:
+        c.add_endpoint("d/a", labels={"app": "a"}, ips=["10.1.0.1"])
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"ips": ["10.0.0.256"]}, "ips[0]"),
+        ({"ips": ["fe80::1%eth0"]}, "ips[0]"),
+        ({"ips": ["10.1.0.7", "10.1.0.7"]}, "ips[1]"),
+        ({"ips": ["10.1.0.7", "10.1.0.8"]}, "ips"),
+        ({"ips": ["10.0.0.1"]}, "ips[0]"),  # the host's address
+        ({"ips": ["198.51.100.254"]}, "ips[0]"),  # the address "world" checks come from
+        ({"labels": {"a b": "c"}}, "labels.a b"),
+        ({"labels": {"app": "x" * 64}}, "labels.app"),
+        ({"labels": {"app": "-x"}}, "labels.app"),
+        ({"labels": {"Example.com/app": "x"}}, "labels.Example.com/app"),
+        ({"labels": {"app": 5}}, "labels.app"),
+        ({"ports": [("http", 70000, "TCP")]}, "ports[0]"),
+        ({"ports": [("http", 80, "ICMP")]}, "ports[0]"),
+        ({"service_account": "Admin_1"}, "service_account"),
+    ],
+)
+def test_add_endpoint_rejects_what_the_api_server_would(small: Cluster, kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        small.add_endpoint("d/b", **kwargs)
+    assert info.value.field == field
+    assert "d/b" not in small.endpoints
+
+
+@pytest.mark.parametrize("ref", ["D/b", "d_x/b", "d/B", "d", "d/", "/b", "x" * 64 + "/b"])
+def test_add_endpoint_rejects_a_bad_reference(small: Cluster, ref: str) -> None:
+    with pytest.raises(PolicyError):
+        small.add_endpoint(ref)
+
+
+def test_add_endpoint_address_of_another_pod_is_rejected(small: Cluster) -> None:
+    with pytest.raises(PolicyError, match="already used by d/a"):
+        small.add_endpoint("d/b", ips=["10.1.0.1"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        ({"ips": "10.1.0.7"}, TypeError),
+        ({"ips": [7]}, TypeError),
+        ({"labels": ["app"]}, PolicyError),
+        ({"ports": [("http", "80", "TCP")]}, TypeError),
+        ({"ports": [80]}, TypeError),
+        ({"service_account": None}, TypeError),
+    ],
+)
+def test_add_endpoint_wrong_python_type_is_a_type_error_or_policy_error(
+    small: Cluster, kwargs: dict[str, Any], exc: type[Exception]
+) -> None:
+    with pytest.raises(exc):
+        small.add_endpoint("d/b", **kwargs)
+
+
+def test_add_namespace_checks_name_and_labels(small: Cluster) -> None:
+    with pytest.raises(PolicyError):
+        small.add_namespace("Prod")
+    with pytest.raises(PolicyError):
+        small.add_namespace("prod", {"team": "a b"})
+    with pytest.raises(TypeError):
+        small.add_namespace(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "exc"),
+    [
+        (("d/a", "world", 300, "ICMP"), PolicyError),
+        (("d/a", "world", -1, "ICMP"), PolicyError),
+        (("d/a", "world", "x", "ICMP"), PolicyError),
+        (("d/a", "world", 65536, "TCP"), PolicyError),
+        (("d/a", "world", "x", "TCP"), PolicyError),
+        (("d/a", "abc", 80, "TCP"), CiliumpyError),
+        (("abc", "d/a", 80, "TCP"), CiliumpyError),
+        (("d/a", None, 80, "TCP"), TypeError),
+        (("d/a", "world", 80.5, "TCP"), TypeError),
+        (("d/a", "world", 80, 6), TypeError),
+    ],
+)
+def test_check_rejects_bad_arguments_before_the_backend(
+    small: Cluster, args: tuple[Any, ...], exc: type[Exception]
+) -> None:
+    # An ICMP type of 300 crashed the eBPF backend with struct.error.
+    with pytest.raises(exc):
+        small.check(*args)
+
+
+def test_check_accepts_a_port_given_as_digits(small: Cluster) -> None:
+    assert small.check("d/a", "world", "443").verdict == "FORWARDED"
+
+
+@pytest.mark.parametrize("field", ["sport", "dport", "icmp_type", "icmp_code", "protocol", "tcp_flags"])
+def test_packet_fields_wider_than_the_datapath_are_rejected(field: str) -> None:
+    with pytest.raises(PolicyError):
+        Packet("10.1.0.1", "10.1.0.2", **{field: 70000})
