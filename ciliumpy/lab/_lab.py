@@ -46,6 +46,7 @@ from . import _netns
 from ._client import LabHTTPResult, ProxyLimits, dns_exchange, http_exchange
 from ._netns import NetNS
 from ._probe import probe
+from ._services import _SPORTS, ServiceTarget, service_target
 
 if TYPE_CHECKING:
     from ._serving import Serving
@@ -97,6 +98,7 @@ class LiveResult:
     error: str | None
     elapsed: float
     events: tuple[DatapathEvent, ...] = ()
+    service: ServiceTarget | None = None  # the frontend and the backend the datapath chose
 
     @property
     def verdict(self) -> str:
@@ -498,10 +500,14 @@ class Lab:
         *,
         timeout: float = 1.0,
         family: int | None = None,
+        backend: str | None = None,
     ) -> LiveResult:
         """Open a real connection from ``src`` to ``dst`` and report whether it went through.
 
-        ``src``/``dst`` are ``"namespace/pod"`` or ``"host"``.  TCP and UDP need ``port``;
+        ``src``/``dst`` are ``"namespace/pod"`` or ``"host"``; ``dst`` may be a Service
+        (``"namespace/svc/name"``, its name or a cluster IP): the client connects to the
+        cluster IP, the datapath translates it to a backend, where the lab listens (the
+        source port is chosen so the datapath picks ``backend`` when given).  TCP and UDP need ``port``;
         ICMP sends an echo request (``port`` may only repeat the echo-request type).  The
         address pair is chosen like :meth:`Cluster.check` does (the first common family,
         or ``family`` 4/6).  A denied exchange takes the whole ``timeout`` (seconds): a
@@ -513,17 +519,35 @@ class Lab:
         if not 0 < timeout <= 60:
             raise ValueError(f"timeout must be within (0, 60] seconds, got {timeout}")
         self.sync()
-        src_ip, dst_ip = self._pick(src, dst, family)
+        target = service_target(self.cluster, src, dst, self.addresses(src), port, proto, family, backend, _SPORTS)
+        if target is not None:
+            src_ip, svc = target
+            dst_ip, listen, sport = svc.frontend.frontend.address, (svc.backend.address, svc.backend.port), svc.sport
+        elif backend is not None:
+            raise ValueError("backend= applies to Service destinations only")
+        else:
+            (src_ip, dst_ip), listen, sport, svc = self._pick(src, dst, family), None, 0, None
         if proto == "ICMP":
             if port is not None and port != _ECHO_REQUEST[src_ip.version]:
                 raise ValueError(f"the lab sends ICMP echo requests only (type {_ECHO_REQUEST[src_ip.version]})")
         elif port is None or not 0 < int(port) <= 0xFFFF:
             raise ValueError(f"{proto} needs a port within 1..65535, got {port!r}")
-        src_ns, dst_ns = self._netns_of(src), self._netns_of(dst)
+        src_ns = self._netns_of(src)
+        if svc is None:
+            dst_ns = self._netns_of(dst)
+        elif svc.backend.pod is None:
+            raise LabError(errno_mod.EHOSTUNREACH, f"backend {svc.backend} of {dst} is not a pod of the lab")
+        else:
+            dst_ns = self._netns_of(svc.backend.pod)
         self.backend.drain_events()  # earlier traffic's events are not this exchange's
         started = time.monotonic()
         try:
-            served = self._res.serving is not None and proto != "ICMP" and self._served(dst, proto, int(port or 0))
+            served = (
+                svc is None
+                and self._res.serving is not None
+                and proto != "ICMP"
+                and self._served(dst, proto, int(port or 0))
+            )
             outcome = probe(
                 proto,
                 lambda f, t, p: src_ns.call(lambda: socket.socket(f, t, p)),
@@ -532,13 +556,19 @@ class Lab:
                 dst_ip,
                 int(port or 0),
                 timeout,
+                listen=listen,
+                sport=sport,
             )
         except OSError as exc:
             if isinstance(exc, LabError):
                 raise
             raise LabError(exc.errno or errno_mod.EIO, f"{proto} exchange {src} -> {dst} failed: {exc}") from exc
         elapsed = time.monotonic() - started
-        events = tuple(_flow_events(self.backend.drain_events(), proto, src_ip, dst_ip, outcome.sport, port))
+        drained = self.backend.drain_events()
+        mine = set(_flow_events(drained, proto, src_ip, dst_ip, outcome.sport, port))
+        if listen is not None:  # the datapath reports the translated packets with the backend
+            mine.update(_flow_events(drained, proto, src_ip, listen[0], outcome.sport, listen[1]))
+        events = tuple(ev for ev in drained if ev in mine)
         return LiveResult(
             src=src,
             dst=dst,
@@ -552,6 +582,7 @@ class Lab:
             error=None if outcome.answered else outcome.error,
             elapsed=elapsed,
             events=events,
+            service=svc,
         )
 
     # -- L7: servers, proxies, real clients ------------------------------------------------

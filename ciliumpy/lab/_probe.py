@@ -68,18 +68,24 @@ def probe(
     dst_ip: IPAddress,
     port: int,
     timeout: float,
+    *,
+    listen: tuple[IPAddress, int] | None = None,
+    sport: int = 0,
 ) -> ProbeOutcome:
     """Run one exchange of ``protocol`` (``TCP``, ``UDP`` or ``ICMP``) within ``timeout`` s.
 
     ``dst_socket`` None: a server of the lab's already listens there and echoes (TCP, UDP);
-    whether it saw the request is then only known from its answer.
+    whether it saw the request is then only known from its answer.  ``listen`` is where the
+    destination's socket binds when that is not ``dst_ip:port`` (a Service's backend, which
+    the datapath translates the frontend to); ``sport`` binds the client to that port.
     """
     deadline = time.monotonic() + timeout
     token = b"ciliumpy-lab " + secrets.token_hex(8).encode()
+    where = listen or (dst_ip, port)
     if protocol == "TCP":
-        return _tcp(src_socket, dst_socket, src_ip, dst_ip, port, token, deadline)
+        return _tcp(src_socket, dst_socket, src_ip, dst_ip, port, token, deadline, where, sport)
     if protocol == "UDP":
-        return _udp(src_socket, dst_socket, src_ip, dst_ip, port, token, deadline)
+        return _udp(src_socket, dst_socket, src_ip, dst_ip, port, token, deadline, where, sport)
     if protocol == "ICMP":
         if dst_socket is None:
             raise ValueError("an ICMP probe needs the destination's socket factory")
@@ -95,6 +101,8 @@ def _tcp(
     port: int,
     token: bytes,
     deadline: float,
+    listen: tuple[IPAddress, int],
+    bind_port: int,
 ) -> ProbeOutcome:
     fam = _family(dst_ip)
     with contextlib.ExitStack() as stack:
@@ -102,11 +110,12 @@ def _tcp(
         if dst_socket is not None:
             listener = stack.enter_context(dst_socket(fam, socket.SOCK_STREAM, 0))
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(_sockaddr(dst_ip, port))
+            listener.bind(_sockaddr(*listen))
             listener.listen(4)
             listener.setblocking(False)
         client = stack.enter_context(src_socket(fam, socket.SOCK_STREAM, 0))
-        client.bind(_sockaddr(src_ip, 0))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        client.bind(_sockaddr(src_ip, bind_port))
         client.setblocking(False)
         sport = int(client.getsockname()[1])
         rc = client.connect_ex(_sockaddr(dst_ip, port))
@@ -172,6 +181,8 @@ def _udp(
     port: int,
     token: bytes,
     deadline: float,
+    listen: tuple[IPAddress, int],
+    bind_port: int,
 ) -> ProbeOutcome:
     fam = _family(dst_ip)
     with contextlib.ExitStack() as stack:
@@ -179,10 +190,10 @@ def _udp(
         if dst_socket is not None:
             server = stack.enter_context(dst_socket(fam, socket.SOCK_DGRAM, 0))
             server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            server.bind(_sockaddr(dst_ip, port))
+            server.bind(_sockaddr(*listen))
             server.setblocking(False)
         client = stack.enter_context(src_socket(fam, socket.SOCK_DGRAM, 0))
-        client.bind(_sockaddr(src_ip, 0))
+        client.bind(_sockaddr(src_ip, bind_port))
         client.setblocking(False)
         sport = int(client.getsockname()[1])
         client.connect(_sockaddr(dst_ip, port))
