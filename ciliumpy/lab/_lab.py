@@ -604,6 +604,12 @@ class Lab:
         return list(serving.flows) if serving is not None else []
 
     @property
+    def proxied_requests(self) -> int:
+        """How many HTTP requests and DNS queries the proxies have judged."""
+        serving = self._res.serving
+        return serving.requests if serving is not None else 0
+
+    @property
     def proxy_errors(self) -> int:
         """Connections the proxies ended on an unexpected exception (a sound proxy: 0)."""
         serving = self._res.serving
@@ -659,7 +665,7 @@ class Lab:
             timeout,
         )
         elapsed = time.monotonic() - started
-        flows = tuple(_flows_of(serving.flows, src_ip, sport))
+        flows = tuple(_flows_of(serving.recent_flows(64), src_ip, sport))
         return LabHTTPResult(
             src=src,
             dst=dst,

@@ -100,6 +100,8 @@ def transparent_socket(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if mark is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        if type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if type == socket.SOCK_STREAM or (bind is not None and bind[1]):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if bind is not None:
@@ -298,8 +300,11 @@ class HTTPProxy:
                         return
                     self._told(info, request, decision, status)
                     out = [*resp_headers, ("content-length", str(len(resp_body)))]
-                    await _h11_send(conn, writer, h11.Response(status_code=status, headers=out))
-                    await _h11_send(conn, writer, h11.Data(data=resp_body), h11.EndOfMessage())
+                    response = h11.Response(status_code=status, headers=out)
+                    await _h11_send(conn, writer, response, h11.Data(data=resp_body), h11.EndOfMessage())
+                if conn.our_state is h11.MUST_CLOSE:
+                    await _client_closes_first(reader)
+                    return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
@@ -316,15 +321,28 @@ class HTTPProxy:
         if close:
             headers.append(("connection", "close"))
         with contextlib.suppress(h11.LocalProtocolError):
-            await _h11_send(conn, writer, h11.Response(status_code=status, headers=headers))
-            await _h11_send(conn, writer, h11.Data(data=body), h11.EndOfMessage())
+            response = h11.Response(status_code=status, headers=headers)
+            await _h11_send(conn, writer, response, h11.Data(data=body), h11.EndOfMessage())
+
+
+async def _client_closes_first(reader: asyncio.StreamReader, timeout: float = 2.0) -> None:
+    """Wait (briefly) for the client to close after a last response, then close too.
+
+    Whoever closes first keeps the 4-tuple in TIME_WAIT.  Were it the proxy, the node would
+    hold it: the datapath passes over a TIME_WAIT socket and assigns a new connection from the
+    same client port to the listener, which cannot take over the old tuple as the kernel's own
+    TIME_WAIT handling would.  Left to the client, TIME_WAIT stays in its namespace, whose
+    kernel then simply picks another port.  A client that asked to close does so at once.
+    """
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        deadline = _Deadline(timeout)
+        while await _read(reader, deadline):
+            pass
 
 
 async def _h11_send(conn: h11.Connection, writer: asyncio.StreamWriter, *events: Any) -> None:
-    for event in events:
-        data = conn.send(event)
-        if data:
-            writer.write(data)
+    # One write for all events: a response's head and body leave in one segment.
+    writer.write(b"".join(conn.send(event) or b"" for event in events))
     await writer.drain()
 
 
@@ -346,8 +364,8 @@ class _H1Upstream:
 
     async def exchange(self, head: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = [*_forwardable(head.headers), ("content-length", str(len(body)))]
-        await _h11_send(self.conn, self.writer, h11.Request(method=head.method, target=head.target, headers=headers))
-        await _h11_send(self.conn, self.writer, h11.Data(data=body), h11.EndOfMessage())
+        request = h11.Request(method=head.method, target=head.target, headers=headers)
+        await _h11_send(self.conn, self.writer, request, h11.Data(data=body), h11.EndOfMessage())
         deadline = _Deadline(self.limits.upstream_timeout)
         message = await _h11_message(self.conn, self.reader, deadline, self.limits, self.limits.max_response_bytes)
         if message is None:

@@ -64,8 +64,8 @@ async def http_echo(name: str, reader: asyncio.StreamReader, writer: asyncio.Str
                 }
             ).encode()
             headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
-            await _h11_send(conn, writer, h11.Response(status_code=200, headers=headers))
-            await _h11_send(conn, writer, h11.Data(data=payload), h11.EndOfMessage())
+            response = h11.Response(status_code=200, headers=headers)
+            await _h11_send(conn, writer, response, h11.Data(data=payload), h11.EndOfMessage())
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -160,6 +160,7 @@ def listening_socket(family: int, type: int, address: str, port: int) -> socket.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address, port))
         if type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
             sock.listen(128)
         sock.setblocking(False)
     except BaseException:

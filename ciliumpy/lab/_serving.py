@@ -30,7 +30,7 @@ import struct
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -61,6 +61,8 @@ _PROXY_RULE_PREF: Final = 9
 _MARK_TO_PROXY: Final = "0x200/0xf00"
 _GRPC_PATH: Final = re.compile(r"^/[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+/\w+$")
 _WORLD_PORTS: Final = (80, 443)
+_POD_PORTS: Final = "32768 49151"  # ephemeral ports: the pods' (Linux's default start) ...
+_NODE_PORTS: Final = "49152 65535"  # ... and the node's, i.e. the proxies' upstream side
 _FLOW_LOG: Final = 10000
 _RCODE_SERVFAIL: Final = 2
 
@@ -101,13 +103,14 @@ class Serving:
         self.cluster = lab.cluster
         self.limits = limits or ProxyLimits()
         self.lock = threading.RLock()
-        self.flows: collections.deque[dict[str, Any]] = collections.deque(maxlen=_FLOW_LOG)
+        self.log: collections.deque[_Logged] = collections.deque(maxlen=_FLOW_LOG)
         self.resolutions: collections.OrderedDict[tuple[str, int, int], Resolution] = collections.OrderedDict()
         self.proxies: list[Any] = []
         self._servers: dict[str, list[Any]] = {}
         self._grpc: dict[str, list[Any]] = {}
         self._etc: list[Path] = []
-        self._pending: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._pending: dict[int, tuple[float, _Logged]] = {}
+        self.requests = 0  # HTTP requests and DNS queries the proxies judged
         self._world: NetNS | None = None
         self._world_ips: set[IPAddress] = set()
         self._closed = False
@@ -117,6 +120,11 @@ class Serving:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, thread_name_prefix=f"lab-dns-{lab.token}", initializer=_netns._enter, initargs=(node_path,)
         )
+        # The proxies' upstream connections use the client's address with the node's
+        # ephemeral ports, the pods their own: disjoint ranges (serve_endpoint sets the pods'),
+        # so a proxied connection never shares a 4-tuple -- and a conntrack entry flagged
+        # for the proxy -- with a connection the pod opens itself.
+        node.sysctl({"net.ipv4.ip_local_port_range": _NODE_PORTS, "net.ipv4.tcp_tw_reuse": "1"})
         batch = [f"rule add fwmark {_MARK_TO_PROXY} lookup {_PROXY_TABLE} pref {_PROXY_RULE_PREF}"]
         batch.append(f"route add local 0.0.0.0/0 dev lo table {_PROXY_TABLE}")
         node.ip(batch=batch)
@@ -163,8 +171,15 @@ class Serving:
         """Connections or queries the proxies ended on an unexpected exception (0 when sound)."""
         return sum(getattr(p, "errors", 0) for p in self.proxies)
 
-    def _record(self, flows: list[dict[str, Any]]) -> None:
-        self.flows.extend(flows)
+    @property
+    def flows(self) -> list[dict[str, Any]]:
+        """The Hubble flows of every decision still in the log, oldest first."""
+        return [flow for entry in list(self.log) for flow in entry.flows()]
+
+    def recent_flows(self, entries: int) -> list[dict[str, Any]]:
+        """The flows of the last ``entries`` decisions (a request's own are among them)."""
+        log = list(self.log)[-entries:]
+        return [flow for entry in log for flow in entry.flows()]
 
     def _decide_http(self, info: ConnectionInfo, request: HTTPRequest) -> ProxyDecision:
         http = {
@@ -176,21 +191,25 @@ class Serving:
         }
         with self.lock:
             verdict = self.cluster.check(str(info.src_ip), str(info.dst_ip), info.dport, "TCP", http=http)
-        flows = [_with_ports(f, info, "TCP") for f in verdict.to_hubble(node_name=NODE_NAME)]
-        self._record(flows)
-        l7 = [f for f in flows if f.get("Type") == "L7"]
-        if l7:
-            self._pending[id(request)] = (time.monotonic(), l7[-1])
-        reason = verdict.l7.reason if verdict.l7 is not None else verdict.explain().splitlines()[0]
-        return ProxyDecision(verdict.allowed, reason)
+            self.requests += 1
+        # Flows are built when read: a request pays only for its decision.
+        entry = _Logged(lambda: [_with_ports(f, info, "TCP") for f in verdict.to_hubble(node_name=NODE_NAME)])
+        self.log.append(entry)
+        self._pending[id(request)] = (time.monotonic(), entry)
+        return ProxyDecision(verdict.allowed, verdict.l7.reason if verdict.l7 is not None else "")
 
     def _responded(self, info: ConnectionInfo, request: HTTPRequest, decision: ProxyDecision, status: int) -> None:
         pending = self._pending.pop(id(request), None)
         if pending is None or not decision.allowed:
             return
-        started, flow = pending
+        started, entry = pending
         latency = int((time.monotonic() - started) * 1e9)
-        self._record([_http_response_flow(flow, request, status, latency)])
+
+        def response() -> list[dict[str, Any]]:
+            l7 = [f for f in entry.flows() if f.get("Type") == "L7"]
+            return [_http_response_flow(l7[-1], request, status, latency)] if l7 else []
+
+        self.log.append(_Logged(response))
 
     # -- DNS -------------------------------------------------------------------------------
     def _answer_dns(self, info: ConnectionInfo, query: bytes, transport: str) -> bytes:
@@ -220,6 +239,7 @@ class Serving:
 
         src = self.lab.owner_of(info.src_ip) or str(info.src_ip)
         with self.lock:
+            self.requests += 1
             resolution = self.cluster.resolve(src, parsed.name, parsed.qtype, upstream=upstream)
             # Learned names become identities in the kernel's ipcache and policy maps now,
             # before the client sees the answer and connects.
@@ -228,7 +248,7 @@ class Serving:
         self.resolutions[key] = resolution
         while len(self.resolutions) > 1000:
             self.resolutions.popitem(last=False)
-        self._record(_dns_flows(resolution, info, transport))
+        self.log.append(_Logged(lambda: _dns_flows(resolution, info, transport)))
         result = resolution.result
         if result is None:
             return b""  # dropped at L3/L4 (the policy changed under the connection)
@@ -253,6 +273,7 @@ class Serving:
     def serve_endpoint(self, ref: str, netns: NetNS, ips: list[IPAddress]) -> None:
         """Start ``ref``'s servers in its namespace and write its resolv.conf."""
         ep = self.cluster.endpoints[ref]
+        netns.sysctl({"net.ipv4.ip_local_port_range": _POD_PORTS})
         dns_ref = self.cluster.dns_server()
         grpc_ports = self._grpc_ports(ref)
         families = sorted({_family(ip) for ip in ips})
@@ -424,13 +445,27 @@ async def _close(handle: Any) -> None:
         await handle.wait_closed()
 
 
+class _Logged:
+    """One proxy decision in the log; its flow dicts are built on first read."""
+
+    __slots__ = ("_flows", "make")
+
+    def __init__(self, make: Callable[[], list[dict[str, Any]]]) -> None:
+        self.make = make
+        self._flows: list[dict[str, Any]] | None = None
+
+    def flows(self) -> list[dict[str, Any]]:
+        if self._flows is None:
+            self._flows = self.make()
+        return self._flows
+
+
 def _with_ports(flow: dict[str, Any], info: ConnectionInfo, proto: str) -> dict[str, Any]:
-    """``flow`` with the real connection's ports (check() numbers its own packets)."""
-    out = copy.deepcopy(flow)
-    l4 = out.get("l4", {}).get(proto)
+    """``flow`` (a fresh dict) with the real connection's ports (check() numbers its own packets)."""
+    l4 = flow.get("l4", {}).get(proto)
     if l4 is not None:
         l4["source_port"], l4["destination_port"] = info.sport, info.dport
-    return out
+    return flow
 
 
 def _reply_of(flow: dict[str, Any]) -> dict[str, Any]:

@@ -205,3 +205,55 @@ def test_resolv_conf_is_per_namespace_and_removed(ebpf_available: None) -> None:
             out = subprocess.run(lab.command(BACKEND, "cat", "/etc/resolv.conf"), capture_output=True, text=True)
             assert out.stdout == path.read_text()
         assert not path.parent.exists()
+
+
+V6_POLICIES = """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: server-ingress-l7, namespace: v6}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {app: client}}]
+      toPorts:
+        - ports: [{port: "8080", protocol: TCP}]
+          rules: {http: [{method: GET, path: /in/.*}]}
+    - fromEndpoints: [{matchLabels: {app: client}}]
+      toPorts: [{ports: [{port: "9090", protocol: TCP}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-egress-l7, namespace: v6}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+    - toEndpoints: [{matchLabels: {app: server}}]
+      toPorts:
+        - ports: [{port: "9090", protocol: TCP}]
+          rules: {http: [{method: GET, path: /out}]}
+    - toEndpoints: [{matchLabels: {app: server}}]
+      toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_ingress_and_egress_proxies_in_both_families(ebpf_available: None, family: int) -> None:
+    with Cluster(backend="ebpf") as cluster:
+        cluster.add_namespace("v6")
+        cluster.add_endpoint("v6/client", {"app": "client"}, ips=["10.244.7.1", "fd00:10:244::71"])
+        cluster.add_endpoint(
+            "v6/server",
+            {"app": "server"},
+            ips=["10.244.7.2", "fd00:10:244::72"],
+            ports=[("http", 8080, "TCP"), ("admin", 9090, "TCP")],
+        )
+        cluster.apply(V6_POLICIES)
+        with Lab(cluster, serve=True) as lab:
+            for port, path in [(8080, "/in/x"), (8080, "/out"), (9090, "/out"), (9090, "/in/x")]:
+                verdict = cluster.check("v6/client", "v6/server", port, http={"method": "GET", "path": path})
+                result = lab.http("v6/client", "v6/server", port, "GET", path, family=family)
+                assert result.dst_ip.version == family
+                assert (result.status, result.verdict) == (verdict.http_status, verdict.verdict), result.explain()
+                direction = {f["traffic_direction"] for f in result.flows if f["Type"] == "L7"}
+                assert direction == {"INGRESS" if port == 8080 else "EGRESS"}
+            assert lab.proxy_errors == 0
