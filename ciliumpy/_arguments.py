@@ -14,11 +14,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._datapath import IPAddress
+from ._dns import DNSRecords, check_question
 from ._labels import normalize_label_mapping
 from ._model import ContainerPort, Endpoint, Namespace, check_ip, one_address_per_family, validate_name
 from .exceptions import PolicyError, bounded_repr
 
-__all__ = ["check_arguments", "endpoint_from_arguments", "namespace_from_arguments", "split_ref"]
+__all__ = [
+    "address_argument",
+    "check_arguments",
+    "dns_records_from_arguments",
+    "endpoint_from_arguments",
+    "namespace_from_arguments",
+    "split_ref",
+]
 
 _ICMP_NAMES = frozenset({"ICMP", "ICMPV4", "ICMPV6"})
 
@@ -159,3 +167,29 @@ def check_arguments(src: Any, dst: Any, port: Any, protocol: Any) -> int | str |
     elif not 0 <= port <= 65535:
         raise PolicyError("port must be within 0..65535", field="port", value=port)
     return port
+
+
+def address_argument(value: Any, field: str) -> IPAddress:
+    """An address given as a str or an ``ipaddress`` object."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{field} is an address str, not {type(value).__name__}")
+    return ipaddress.ip_address(check_ip(value, field))
+
+
+def dns_records_from_arguments(records: Any, ttl: Any) -> dict[str, DNSRecords]:
+    """``Cluster.add_dns_records``' records by fully qualified, lower-cased name."""
+    if not isinstance(records, Mapping):
+        raise TypeError(f"records is a mapping of name to addresses, not {type(records).__name__}")
+    if isinstance(ttl, bool) or not isinstance(ttl, int):
+        raise TypeError(f"ttl is an int, not {type(ttl).__name__}")
+    if not 0 <= ttl <= 0x7FFFFFFF:
+        raise PolicyError("ttl must be within 0..2147483647", field="ttl", value=ttl)
+    out: dict[str, DNSRecords] = {}
+    for name, ips in records.items():
+        check_question(name, "A")
+        addresses = tuple(address_argument(ip, f"{name}[{i}]") for i, ip in enumerate(_iterable(ips, str(name))))
+        fqdn = name.strip().lower()
+        out[fqdn if fqdn.endswith(".") else fqdn + "."] = DNSRecords(ips=addresses, ttl=ttl)
+    return out

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import attrs
 
 from . import _faces
-from ._arguments import check_arguments, endpoint_from_arguments, namespace_from_arguments
+from ._arguments import (
+    address_argument,
+    check_arguments,
+    dns_records_from_arguments,
+    endpoint_from_arguments,
+    namespace_from_arguments,
+)
 from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
     ID_HOST,
@@ -288,13 +294,7 @@ class Cluster:
         Only names resolved *through the DNS proxy* (an egress rule with ``rules.dns`` to the
         cluster DNS) are learned and become selectable by ``toFQDNs``.
         """
-        from ._dns import DNSRecords
-
-        for name, ips in records.items():
-            try:
-                self.dns_records[_fqdn_key(name)] = DNSRecords(ips=tuple(str(ip) for ip in ips), ttl=int(ttl))
-            except ValueError as exc:
-                raise PolicyError(f"invalid DNS record: {exc}", field=name, value=list(ips)) from None
+        self.dns_records.update(dns_records_from_arguments(records, ttl))
 
     @writes
     def apply(self, *manifests: Any) -> list[ModelObject]:
@@ -551,7 +551,7 @@ class Cluster:
     @reads
     def lookup_ip(self, ip: str | IPAddress) -> Identity:
         """ipcache longest-prefix match; a miss is world."""
-        hit = self._ipcache_lpm.lookup(ipaddress.ip_address(ip))
+        hit = self._ipcache_lpm.lookup(address_argument(ip, "ip"))
         found = self._alloc.get(ID_WORLD if hit is None else hit)
         assert found is not None
         return found
@@ -1006,6 +1006,8 @@ class Cluster:
         is evaluated; while open, a learned FQDN address it uses is kept when its DNS entry
         expires (a DNS "zombie"). ``probe`` (what ``check`` uses) opens nothing. ``service``
         is the ServiceTranslation that addressed the packet to its backend."""
+        if not isinstance(packet, Packet):
+            raise TypeError(f"evaluate takes a Packet, not {type(packet).__name__}")
         if http is not None:
             from ._l7 import HTTPRequest
 
@@ -1159,9 +1161,10 @@ class Cluster:
         -> DNSRecords | None``) answers instead of the registered records, asked only for
         allowed names: the live lab's DNS proxy passes its real server's answer here.
         """
-        from ._dns import DNSProxy, build_query
+        from ._dns import DNSProxy, build_query, check_question
         from ._l7 import DNSQuery
 
+        check_question(name, qtype)
         self.expire_dns()
         server = self.dns_server()
         if server is None:
@@ -1309,11 +1312,6 @@ def _split_ref(ref: str) -> tuple[str, str]:
     if not sep or not ns or not name:
         raise PolicyError('endpoint reference must be "namespace/name"', value=ref)
     return ns, name
-
-
-def _fqdn_key(name: str) -> str:
-    name = name.strip().lower()
-    return name if name.endswith(".") else name + "."
 
 
 def _origin(ref: _PolicyRuleRef) -> RuleOrigin:

@@ -25,6 +25,7 @@ from ciliumpy._fqdn import (
     compile_re2,
     normalize_name,
 )
+from ciliumpy.exceptions import PolicyError
 
 __all__ = [
     "RCODE_NAMES",
@@ -34,6 +35,7 @@ __all__ = [
     "MessageDetails",
     "Upstream",
     "build_query",
+    "check_question",
     "dns_l7_record",
     "dns_l7_records",
     "extract_msg_details",
@@ -195,12 +197,32 @@ def build_query(name: str, qtype: str = "A", *, id: int = 0x1234, rd: bool = Tru
     >>> len(build_query("api.github.com")) > 12
     True
     """
-    code = QTYPE.reverse.get(qtype.upper())
-    if code is None:
-        raise ValueError(f"unknown DNS query type {qtype!r}")
+    code = check_question(name, qtype)
     header = DNSHeader(id=id, qr=0, rd=int(rd))
     record = DNSRecord(header=header, q=DNSQuestion(name, code))
     return bytes(record.pack())
+
+
+def check_question(name: object, qtype: object) -> int:
+    """Check a name and query type a pod could ask for; return the type's number.
+
+    A name must fit the wire format: labels of 1..63 bytes (after IDNA encoding of non-ASCII
+    text), at most 253 characters. Wrong types are ``TypeError``; bad values ``PolicyError``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a DNS name is a str, not {type(name).__name__}")
+    if not isinstance(qtype, str):
+        raise TypeError(f"a DNS query type is a str such as 'A', not {type(qtype).__name__}")
+    code = QTYPE.reverse.get(qtype.upper())
+    if code is None:
+        raise PolicyError("unknown DNS query type", field="qtype", value=qtype)
+    try:
+        labels = DNSLabel(name).label
+    except UnicodeError as exc:
+        raise PolicyError(f"not a DNS name: {exc}", field="name", value=name) from None
+    if any(not 1 <= len(label) <= 63 for label in labels) or sum(len(lb) + 1 for lb in labels) > 254:
+        raise PolicyError("not a DNS name: labels are 1..63 bytes, names at most 253", field="name", value=name)
+    return int(code)
 
 
 @attrs.frozen(kw_only=True)

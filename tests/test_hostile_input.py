@@ -539,3 +539,53 @@ def test_check_accepts_a_port_given_as_digits(small: Cluster) -> None:
 def test_packet_fields_wider_than_the_datapath_are_rejected(field: str) -> None:
     with pytest.raises(PolicyError):
         Packet("10.1.0.1", "10.1.0.2", **{field: 70000})
+
+
+@pytest.fixture
+def with_dns() -> Iterator[Cluster]:
+    with Cluster(backend="simulator") as c:
+        c.add_endpoint("kube-system/dns", labels={"k8s-app": "kube-dns"})
+        c.add_endpoint("d/a", labels={"app": "a"})
+        yield c
+
+
+@pytest.mark.parametrize(
+    "name", ["a" * 64 + ".com", "\ud800.com", "a..b", "x" * 300], ids=["label-64", "surrogate", "empty-label", "long"]
+)
+def test_resolving_a_name_that_cannot_be_sent_is_a_policy_error(with_dns: Cluster, name: str) -> None:
+    # These raised UnicodeError from the IDNA codec while the query was built.
+    with pytest.raises(PolicyError) as info:
+        with_dns.resolve("d/a", name)
+    assert info.value.field == "name"
+    with pytest.raises(PolicyError):
+        with_dns.check("d/a", name, 443)
+
+
+def test_resolve_with_unknown_query_type_is_a_policy_error(with_dns: Cluster) -> None:
+    with pytest.raises(PolicyError):
+        with_dns.resolve("d/a", "a.com", "BOGUS")
+    with pytest.raises(TypeError):
+        with_dns.resolve("d/a", "a.com", 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("records", "exc"),
+    [
+        ({5: ["1.2.3.4"]}, TypeError),
+        ({"a.com": "1.2.3.4"}, TypeError),
+        ({"a.com": ["1.2.3.400"]}, PolicyError),
+        ({"a" * 64 + ".com": ["1.2.3.4"]}, PolicyError),
+    ],
+)
+def test_add_dns_records_checks_names_and_addresses(
+    with_dns: Cluster, records: dict[Any, Any], exc: type[Exception]
+) -> None:
+    with pytest.raises(exc):
+        with_dns.add_dns_records(records)
+
+
+def test_lookup_ip_and_evaluate_reject_what_is_not_an_address_or_packet(with_dns: Cluster) -> None:
+    with pytest.raises(PolicyError):
+        with_dns.lookup_ip("abc")
+    with pytest.raises(TypeError):
+        with_dns.evaluate("x")  # type: ignore[arg-type]

@@ -147,3 +147,37 @@ def test_dns_proxy_non_bytes_input_is_a_type_error(query: Any) -> None:
         return
     with pytest.raises(TypeError):
         DNSProxy().handle(query, allow=lambda n: True, upstream={})
+
+
+@pytest.fixture(scope="module")
+def dns_cluster() -> Iterator[Cluster]:
+    with Cluster() as c:
+        c.add_endpoint("kube-system/dns", labels={"k8s-app": "kube-dns"}, ips=["10.1.0.53"])
+        c.add_endpoint("d/a", labels={"app": "a"}, ips=["10.1.0.1"])
+        c.add_dns_records({"api.stripe.com": ["203.0.113.7"]})
+        yield c
+
+
+NAMES = st.one_of(
+    st.sampled_from(["api.stripe.com", "API.Stripe.com.", "", ".", "a..b", "é.com", "*.com", "a\\.b.com"]),
+    st.lists(st.text(max_size=70), min_size=1, max_size=4).map(".".join),
+    ANY_VALUE,
+)
+
+
+@given(name=NAMES, qtype=st.one_of(st.sampled_from(["A", "AAAA", "TXT", "ANY", "BOGUS", "a"]), ANY_VALUE))
+@fuzz_settings(60)
+def test_resolve_arguments_give_only_ciliumpy_or_type_errors(dns_cluster: Cluster, name: Any, qtype: Any) -> None:
+    only_ciliumpy_errors("api-resolve", lambda: dns_cluster.resolve("d/a", name, qtype), type_errors=True)
+
+
+@given(
+    st.dictionaries(NAMES.filter(lambda n: isinstance(n, str)), st.lists(ADDRESSES, max_size=2) | ANY_VALUE, max_size=2)
+)
+@fuzz_settings(40)
+def test_add_dns_records_arguments_give_only_ciliumpy_or_type_errors(records: Any) -> None:
+    def call() -> None:
+        with Cluster() as c:
+            c.add_dns_records(records)
+
+    only_ciliumpy_errors("api-dns-records", call, type_errors=True)
