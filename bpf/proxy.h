@@ -141,8 +141,13 @@ static __always_inline int to_proxy(struct __sk_buff *skb, const struct packet *
 		tuple.ipv6.sport = bpf_htons(p->sport);
 		tuple.ipv6.dport = bpf_htons(p->dport);
 	}
-	/* The connection's own (accepted or connected) socket first ... */
-	ret = proxy_assign(skb, &tuple, len, p->protocol, 1);
+	/* A TCP connection's own (accepted) socket first ... UDP has none: the DNS proxy reads
+	 * every query from its listener, and the only other UDP sockets here bound to a pod's
+	 * address (the proxy's reply sockets, bound to the original destination) must never
+	 * catch a query. */
+	ret = CIL_DROP_PROXY_LOOKUP_FAILED;
+	if (p->protocol == IPPROTO_TCP)
+		ret = proxy_assign(skb, &tuple, len, p->protocol, 1);
 	if (ret) {
 		/* ... else the proxy's listener: any address, the proxy port. */
 		__builtin_memset(&tuple, 0, sizeof(tuple));

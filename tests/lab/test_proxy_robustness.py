@@ -154,7 +154,8 @@ def test_malformed_http2_gets_goaway(lab: Lab, frames: bytes) -> None:
     assert open_for < 2.0
 
 
-def dns_udp(lab: Lab, payload: bytes, wait: float = 1.0) -> bytes | None:
+def dns_udp(lab: Lab, payload: bytes, wait: float = 3.0) -> bytes | None:
+    """The proxy's answer to one datagram, or None after ``wait`` seconds of silence."""
     with lab.socket(BACKEND, socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(wait)
         sock.connect(DNS_ADDR)
