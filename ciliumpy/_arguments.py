@@ -16,7 +16,7 @@ from typing import Any
 from ._datapath import IPAddress
 from ._dns import DNSRecords, check_question
 from ._labels import normalize_label_mapping
-from ._model import ContainerPort, Endpoint, Namespace, check_ip, one_address_per_family, validate_name
+from ._model import ContainerPort, Endpoint, Namespace, Node, check_ip, one_address_per_family, validate_name
 from .exceptions import PolicyError, bounded_repr
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "dns_records_from_arguments",
     "endpoint_from_arguments",
     "namespace_from_arguments",
+    "node_from_arguments",
     "split_ref",
 ]
 
@@ -50,6 +51,17 @@ def namespace_from_arguments(name: Any, labels: Any) -> Namespace:
         raise TypeError(f"a namespace name is a str, not {type(name).__name__}")
     validate_name(name, "name", label=True)
     return Namespace(name, normalize_label_mapping(labels, "labels"))
+
+
+def node_from_arguments(name: Any, labels: Any, ips: Any, reserved: Mapping[IPAddress, str]) -> Node:
+    """The :class:`Node` that ``Cluster.add_node`` adds: an object name, Kubernetes labels and
+    distinct addresses other than the reserved ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"a node name is a str, not {type(name).__name__}")
+    validate_name(name, "name")
+    return Node(
+        name=name, labels=normalize_label_mapping(labels, "labels"), ips=_addresses(ips, reserved, per_family=False)
+    )
 
 
 def endpoint_from_arguments(
@@ -97,7 +109,7 @@ def _iterable(value: Any, what: str) -> list[Any]:
     return list(value)
 
 
-def _addresses(ips: Any, reserved: Mapping[IPAddress, str]) -> tuple[IPAddress, ...]:
+def _addresses(ips: Any, reserved: Mapping[IPAddress, str], *, per_family: bool = True) -> tuple[IPAddress, ...]:
     out: list[IPAddress] = []
     for i, raw in enumerate(_iterable(ips, "ips")):
         field = f"ips[{i}]"
@@ -114,7 +126,8 @@ def _addresses(ips: Any, reserved: Mapping[IPAddress, str]) -> tuple[IPAddress, 
         if addr in reserved:
             raise PolicyError(f"is the {reserved[addr]} address, which no pod may use", field=field, value=str(addr))
         out.append(addr)
-    one_address_per_family([str(a) for a in out], "ips")
+    if per_family:
+        one_address_per_family([str(a) for a in out], "ips")
     return tuple(out)
 
 

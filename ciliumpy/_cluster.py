@@ -22,6 +22,7 @@ from ._arguments import (
     dns_records_from_arguments,
     endpoint_from_arguments,
     namespace_from_arguments,
+    node_from_arguments,
 )
 from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
@@ -258,7 +259,7 @@ class Cluster:
 
     @writes
     def add_node(self, name: str, labels: Mapping[str, str] | None = None, ips: Iterable[str] = ()) -> Node:
-        node = Node(name=name, labels=dict(labels or {}), ips=tuple(ips))
+        node = node_from_arguments(name, labels, ips, _RESERVED_ADDRESSES)
         self._apply_objects([node])
         return node
 

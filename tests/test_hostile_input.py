@@ -589,3 +589,20 @@ def test_lookup_ip_and_evaluate_reject_what_is_not_an_address_or_packet(with_dns
         with_dns.lookup_ip("abc")
     with pytest.raises(TypeError):
         with_dns.evaluate("x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "exc"),
+    [
+        (("N_1",), PolicyError),
+        (("n", {"a b": "c"}), PolicyError),
+        (("n", None, ["1.2.3.400"]), PolicyError),
+        (("n", None, ["10.0.0.1"]), PolicyError),
+        (("n", None, "10.1.2.3"), TypeError),
+        ((None,), TypeError),
+    ],
+)
+def test_add_node_checks_its_arguments(small: Cluster, args: tuple[Any, ...], exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        small.add_node(*args)
+    assert not small.nodes
