@@ -51,6 +51,7 @@ class BorrowedBackend:
         self.active = True
         self.endpoints: set[int] = set()  # what this cluster pushed, for the next borrower
         self.nets: set[IPNetwork] = set()
+        self.services: set[int] = set()
 
     def _live(self) -> EBPFBackend:
         if not self.active:
@@ -78,11 +79,13 @@ class BorrowedBackend:
             update,
             endpoints_delete=self.leftover.endpoints_delete | update.endpoints_delete,
             ipcache_delete=self.leftover.ipcache_delete | update.ipcache_delete,
+            services_delete=self.leftover.services_delete | update.services_delete,
         )
         self._live().apply(merged)
         self.leftover = DatapathUpdate()
         self.endpoints = (self.endpoints - update.endpoints_delete) | set(update.endpoints_upsert)
         self.nets = (self.nets - update.ipcache_delete) | set(update.ipcache_upsert)
+        self.services = (self.services - update.services_delete) | set(update.services_upsert)
 
     def evaluate(self, packet: Packet, direction: Direction) -> DatapathResult:
         return self._live().evaluate(packet, direction)
@@ -112,6 +115,7 @@ class SharedDatapath:
             leftover = DatapathUpdate(
                 endpoints_delete=last.leftover.endpoints_delete | frozenset(last.endpoints),
                 ipcache_delete=last.leftover.ipcache_delete | frozenset(last.nets),
+                services_delete=last.leftover.services_delete | frozenset(last.services),
             )
         self.backend.reset_conntrack()
         self.backend.auth_pairs.clear()
@@ -168,6 +172,15 @@ def assert_kernel_enforces(cluster: Cluster, backend: EBPFBackend) -> None:
             expected = S.policy_entry_to_c(key, want[key], value.cookie)
             assert bytes(value) == bytes(expected), f"{ref} {key}: kernel entry differs from {want[key]!r}"
             assert backend.origins_of_cookie(value.cookie) == want[key].origins, f"{ref} {key}: rule origins"
+    lb_maps = (
+        ("cil_lb_service", S.LbServiceKey, S.LbService),
+        ("cil_lb_backend", ctypes.c_uint32, S.LbBackend),
+        ("cil_lb_revnat", ctypes.c_uint16, S.LbRevnat),
+    )
+    want_lb = S.lb_entries(cluster.service_table.datapath_services(cluster.endpoints).values())
+    for (name, key_type, value_type), want_map in zip(lb_maps, want_lb, strict=True):
+        held_map = {k: bytes(v[1]) for k, v in _keys_and_values(backend.map_fd(name), key_type, value_type).items()}
+        assert held_map == want_map, f"{name} differs from the cluster's services"
 
 
 def assert_no_traffic_state(backend: EBPFBackend) -> None:
