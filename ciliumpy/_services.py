@@ -187,6 +187,7 @@ class ServiceTable:
     # IDs stay with a frontend (backend address) while it exists, as the agent allocates them.
     _frontend_ids: dict[Frontend, int] = attrs.field(factory=dict)
     _backend_ids: dict[tuple[IPAddress, int, int], int] = attrs.field(factory=dict)
+    _by_ip: tuple[int, dict[IPAddress, Service]] | None = None
 
     # -- state ------------------------------------------------------------------------
     def store(self, obj: Service | EndpointSlice) -> None:
@@ -225,10 +226,9 @@ class ServiceTable:
 
     def service_at(self, address: IPAddress) -> Service | None:
         """The Service one of whose cluster IPs is ``address``."""
-        for svc in self.services.values():
-            if address in svc.cluster_ips:
-                return svc
-        return None
+        if self._by_ip is None or self._by_ip[0] != self.gen:
+            self._by_ip = (self.gen, {ip: svc for svc in self.services.values() for ip in svc.cluster_ips})
+        return self._by_ip[1].get(address)
 
     def _build(
         self, endpoints: Mapping[str, Endpoint]
@@ -570,6 +570,21 @@ def _translated(
         dport=tr.backend.port,
         tcp_flags=int(TCPFlags.SYN) if proto == Protocol.TCP else 0,
     )
+    if tr.backend.address == src_ip:
+        # Hairpin: the socket LB gave the pod its own address, so the connection runs over
+        # the pod's loopback and never meets a policy hook (Cilium skips policy for it too).
+        note = f"hairpin: {tr.backend.pod or src_ip} reached itself through its Service; no policy applies"
+        return Verdict(
+            src=cluster._peer(src_ip, None),
+            dst=cluster._peer(src_ip, None),
+            packet=pkt,
+            egress=None,
+            ingress=None,
+            notes=(note,),
+            dns=dns,
+            service=tr,
+            time=cluster.clock.now(),
+        )
     return attrs.evolve(cluster.evaluate(pkt, http=http, probe=True, service=tr), dns=dns)
 
 

@@ -214,7 +214,8 @@ class Verdict:
         ]
         for name, hook, who in (("egress", self.egress, self.src), ("ingress", self.ingress, self.dst)):
             if hook is None:
-                lines.append(f"  {name}: not evaluated (an earlier hook dropped the packet)")
+                if self.egress is not None or self.failure is not None:
+                    lines.append(f"  {name}: not evaluated (an earlier hook dropped the packet)")
                 continue
             res = hook.result
             if not res.enforced:

@@ -408,3 +408,26 @@ def test_stored_hubble_flows_name_the_service() -> None:
     }
     assert all(f.destination_service is not None for f in flows if f.IP and f.IP.destination.startswith("10.244.1."))
     assert '"destination_service":{"name":"orders","namespace":"production"}' in flows[0].to_json()
+
+
+def test_hairpin_through_own_service_skips_policy() -> None:
+    c = orders_cluster()
+    c.apply(
+        textwrap.dedent(
+            """\
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {name: lockdown, namespace: production}
+            spec:
+              endpointSelector: {matchLabels: {app: orders}}
+              ingress: [{}]
+              egress: [{}]
+            """
+        )
+    )
+    # Denied to another backend, but the pod reaching itself never meets a policy hook.
+    assert not c.check("production/orders-1", "production/svc/orders", 80, backend="production/orders-2").allowed
+    v = c.check("production/orders-1", "production/svc/orders", 80, backend="production/orders-1")
+    assert v.allowed and v.egress is None and v.ingress is None
+    assert "hairpin" in v.explain() and "not evaluated" not in v.explain()
+    assert v.to_hubble() == []
