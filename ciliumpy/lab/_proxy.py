@@ -426,6 +426,7 @@ class _H2Writer:
 @attrs.define
 class _H2Stream:
     headers: list[tuple[str, str]]
+    deadline: _Deadline  # the whole request (headers to END_STREAM) within request_timeout
     body: bytearray = attrs.field(factory=bytearray)
 
 
@@ -505,8 +506,7 @@ class _H2Session:
                         await self.out.flush()
                         return
                 await self.out.flush()
-                idle = not self.streams and not self.tasks
-                data = await _read(self.reader, _Deadline(self.limits.idle_timeout if idle else 3600.0))
+                data = await _read(self.reader, self._next_deadline())
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -515,9 +515,19 @@ class _H2Session:
             if self.upstream is not None:
                 self.upstream.close()
 
+    def _next_deadline(self) -> _Deadline:
+        """When to give up waiting for the client: its oldest unfinished request's deadline,
+        else the idle timeout (streams being answered bound themselves by upstream_timeout).
+        """
+        if self.streams:
+            return min((s.deadline for s in self.streams.values()), key=lambda d: d.at)
+        limits = self.limits
+        return _Deadline(limits.upstream_timeout + limits.request_timeout if self.tasks else limits.idle_timeout)
+
     async def _event(self, event: Any) -> bool:
         if isinstance(event, h2.events.RequestReceived):
-            self.streams[event.stream_id] = _H2Stream(_str_headers(event.headers))
+            deadline = _Deadline(self.limits.request_timeout)
+            self.streams[event.stream_id] = _H2Stream(_str_headers(event.headers), deadline)
         elif isinstance(event, h2.events.DataReceived):
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             stream = self.streams.get(event.stream_id)

@@ -154,6 +154,19 @@ def test_malformed_http2_gets_goaway(lab: Lab, frames: bytes) -> None:
     assert open_for < 2.0
 
 
+def test_a_stalled_http2_stream_ends_the_connection(lab: Lab) -> None:
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    headers = [(":method", "POST"), (":path", "/api/orders"), (":scheme", "http"), (":authority", "x")]
+    client.send_headers(1, headers)  # no END_STREAM: the body never comes
+    response, open_for = exchange(lab, client.data_to_send(), wait=5)
+    assert open_for < 2.5  # request_timeout is 0.5 s
+    assert not [e for e in client.receive_data(response) if type(e).__name__ == "ResponseReceived"]
+
+
 def dns_udp(lab: Lab, payload: bytes, wait: float = 3.0) -> bytes | None:
     """The proxy's answer to one datagram, or None after ``wait`` seconds of silence."""
     with lab.socket(BACKEND, socket.AF_INET, socket.SOCK_DGRAM) as sock:
