@@ -7,6 +7,7 @@ only the endpoints whose inputs changed.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import threading
@@ -26,11 +27,6 @@ from ._arguments import (
 )
 from ._cidrgroup import cidr_rule_selectors, ipcache_prefix_labels
 from ._datapath import (
-    ID_HOST,
-    ID_REMOTE_NODE,
-    ID_WORLD,
-    ID_WORLD_IPV4,
-    ID_WORLD_IPV6,
     Action,
     CTState,
     DatapathResult,
@@ -49,10 +45,11 @@ from ._datapath import (
 from ._events import EventLog
 from ._identity import (
     Identity,
-    IdentityAllocator,
-    endpoint_identity_labels,
 )
-from ._labels import NAMESPACE_KEY, SOURCE_K8S, LabelSet
+from ._ipcache import HOST_IP_V4 as HOST_IP_V4  # re-exported: the lab and strategies use them
+from ._ipcache import HOST_IP_V6 as HOST_IP_V6
+from ._ipcache import IPCache
+from ._labels import NAMESPACE_KEY, SOURCE_K8S
 from ._manifests import Document, line_of, load_located, load_objects, locate_error
 from ._mapstate import (
     CompilerConfig,
@@ -97,7 +94,6 @@ from ._selectors import EndpointSelector, Operator, Requirement
 from ._services import ServiceTable, check_service, tc_translation
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
-from .backends._simulator import LPMTable
 from .exceptions import PolicyError, UnknownEndpointError
 
 if TYPE_CHECKING:
@@ -105,12 +101,30 @@ if TYPE_CHECKING:
 
 __all__ = ["Cluster", "Resolution"]
 
+# What a failed change puts back (Cluster._transaction): attributes a change replaces
+# wholesale, and dicts it changes in place.  Caches keyed by object identity need neither.
+_REPLACED_STATE = (
+    "_ep_policy",
+    "_rule_refs",
+    "_rule_refs_src",
+    "_rule_refs_gen",
+    "_policy_gen",
+    "_next_ep_id",
+    "_dirty",
+    "_fqdn_ips",
+    "_pushed_eps",
+    "_pushed_services",
+    "_pushed_policy",
+    "_by_ip",
+    "_ref_by_ep_id",
+    "_peer_cache",
+)
+_COPIED_STATE = ("_namespaces", "_endpoints", "_nodes", "_policies", "_ep_ids", "_cidr_groups", "_policy_deps")
+
 CT_LIFETIME_TCP = 21600.0
 CT_LIFETIME_NONTCP = 60.0
 POD_CIDR_V4 = ipaddress.ip_network("10.244.0.0/16")
 POD_CIDR_V6 = ipaddress.ip_network("fd00:10:244::/56")
-HOST_IP_V4 = ipaddress.ip_address("10.0.0.1")
-HOST_IP_V6 = ipaddress.ip_address("fd00:10::1")
 # Address used for ``"world"`` as a check source/destination: TEST-NET-2's last address,
 # outside every range our examples use.
 WORLD_IP_V4 = ipaddress.ip_address("198.51.100.254")
@@ -185,7 +199,7 @@ class Cluster:
         self._fqdn_ips: dict[IPAddress, frozenset[str]] = {}  # learned IP -> names
         # open connection tuple -> time of its last packet (for conntrack lifetimes)
         self._open_conns: dict[tuple[int, IPAddress, IPAddress, int, int], float] = {}
-        self._reset_derived()
+        self._init_derived()
         self._sport = itertools.count(40000)
         self.events = EventLog()  # every decision, for ciliumpy.hubble's flow store
         # Readers share the lock, writers hold it alone, and a writer leaves every derived
@@ -204,36 +218,25 @@ class Cluster:
         cluster.apply(*sources)
         return cluster
 
-    def _reset_derived(self) -> None:
-        self._alloc = IdentityAllocator()
+    def _init_derived(self) -> None:
         self._cache = SelectorCache()
-        for ident in self._alloc.all():
-            self._cache.add_identity(ident)
-        self._ep_ids: dict[str, int] = getattr(self, "_ep_ids", {})
-        self._ep_ident: dict[str, Identity] = {}
-        self._ep_label_cache: dict[str, tuple[Endpoint, Namespace | None, LabelSet]] = {}
-        self._host_nets: dict[IPAddress, IPNetwork] = {}
-        self._ep_ips: dict[str, tuple[IPAddress, ...]] = {}
+        self._ipcache = IPCache(self._cache, cluster_name=self.config.cluster_name, dual_stack=self.config.dual_stack)
+        self._ep_ids: dict[str, int] = {}
         self._by_ip: dict[IPAddress, str] = {}
         self._ref_by_ep_id: dict[int, str] = {}
         self._peer_cache: dict[IPAddress, PeerInfo] = {}
-        self._ipcache_lpm = LPMTable()
-        self._ipcache_ids: dict[IPNetwork, Identity] = {}
         self._ep_policy: dict[str, EndpointPolicy] = {}
         self._policy_deps: dict[str, tuple[Any, ...]] = {}
-        self._pushed_ipcache: dict[IPNetwork, int] = {}
         self._pushed_eps: dict[int, EndpointRecord] = {}
         self._pushed_policy: dict[int, dict[MapStateKey, PolicyEntry]] = {}
         self._rule_refs: list[_PolicyRuleRef] | None = None
         self._rule_refs_src: Any = None
         self._rule_refs_gen = -1
-        self._policy_gen = getattr(self, "_policy_gen", 0) + 1
+        self._policy_gen = 1
         self._np_rules: dict[int, tuple[NetworkPolicy, Rule]] = {}
         self._dirty = True
         self._peer_memo: dict[tuple[int, str, str], tuple[PeerRule, int, list[PeerSelector]]] = {}
-        self._cidr_labels: dict[IPNetwork, LabelSet] = {}
-        self._ports_gen = 0
-        self._next_ep_id = max(self._ep_ids.values(), default=99) + 1
+        self._next_ep_id = 100
 
     @writes
     def add_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> Namespace:
@@ -316,15 +319,11 @@ class Cluster:
     def delete(self, *manifests: Any) -> None:
         """Remove the objects named by the manifests (kind + namespace/name)."""
         objects = load_objects(manifests)
-        snapshot = self._snapshot()
-        try:
+        with self._transaction():
             for obj in objects:
                 self._remove_object(obj)
             self._invalidate()
             self._sync()
-        except Exception:
-            self._restore(snapshot)
-            raise
 
     @writes
     def remove_endpoint(self, ref: str) -> None:
@@ -341,42 +340,37 @@ class Cluster:
                     raise
                 where = doc.source or "<manifest>"
                 raise exc.located(document=where, line=line_of(doc.data, exc.field)) from None
-        snapshot = self._snapshot()
-        try:
+        with self._transaction():
             for obj in objects:
                 self._store_object(obj)
             self._invalidate()
             self._sync()
-        except Exception:
-            self._restore(snapshot)
+
+    @contextlib.contextmanager
+    def _transaction(self, *, dns: bool = False) -> Iterator[None]:
+        """All of the block's changes or none: on an error the cluster is put back exactly.
+
+        Objects, identities (numbers included), ipcache, map state and what was pushed; with
+        ``dns`` the FQDN cache too.  The backend needs nothing: its ``apply`` is atomic and
+        comes last, so a failure leaves it holding the state restored here, and conntrack
+        (established connections) is never touched.
+        """
+        kept = {name: getattr(self, name) for name in _REPLACED_STATE}
+        copied = {name: dict(getattr(self, name)) for name in _COPIED_STATE}
+        services = self.service_table.snapshot()
+        ipcache = self._ipcache.checkpoint()
+        fqdn = self.fqdn_cache.checkpoint() if dns else None
+        try:
+            yield
+        except BaseException:
+            for name, value in (kept | copied).items():
+                setattr(self, name, value)
+            self.service_table.restore(services)
+            self._ipcache.rollback(ipcache)
+            if fqdn is not None:
+                self.fqdn_cache.rollback(fqdn)
             raise
-
-    def _snapshot(self) -> tuple[Any, ...]:
-        return (
-            dict(self._namespaces),
-            dict(self._endpoints),
-            dict(self._nodes),
-            self.service_table.snapshot(),
-            dict(self._policies),
-            dict(self._ep_ids),
-            dict(self._cidr_groups),
-        )
-
-    def _restore(self, snap: tuple[Any, ...]) -> None:
-        self._namespaces, self._endpoints, self._nodes = dict(snap[0]), dict(snap[1]), dict(snap[2])
-        self.service_table.restore(snap[3])
-        self._policies, self._ep_ids, self._cidr_groups = dict(snap[4]), dict(snap[5]), dict(snap[6])
-        old_backend_state = self._pushed_policy
-        self._reset_derived()
-        self._pushed_policy = {}
-        # The backend may hold entries of the failed attempt: rebuild it from scratch.
-        self.backend.apply(
-            DatapathUpdate(
-                endpoints_delete=frozenset(old_backend_state) | frozenset(self._pushed_eps),
-                policy_replace=frozenset(),
-            )
-        )
-        self._sync(full=True)
+        self._ipcache.release(ipcache)
 
     def _validate_object(self, obj: ModelObject) -> None:
         if isinstance(obj, CiliumNetworkPolicy | CiliumClusterwideNetworkPolicy):
@@ -534,28 +528,25 @@ class Cluster:
     def identity_of(self, ref: str) -> Identity:
         """The security identity of a pod ``namespace/name``."""
         self.endpoint(ref)
-        return self._ep_ident[ref]
+        return self._ipcache.endpoint_identities[ref]
 
     @reads
     def identities(self) -> list[Identity]:
-        return self._alloc.all()
+        return self._ipcache.allocator.all()
 
     @reads
     def identity(self, num: int) -> Identity | None:
-        return self._alloc.get(num)
+        return self._ipcache.allocator.get(num)
 
     @reads
     def ipcache(self) -> dict[IPNetwork, int]:
         """Prefix → identity, as pushed to the datapath."""
-        return dict(self._pushed_ipcache)
+        return dict(self._ipcache.pushed)
 
     @reads
     def lookup_ip(self, ip: str | IPAddress) -> Identity:
         """ipcache longest-prefix match; a miss is world."""
-        hit = self._ipcache_lpm.lookup(address_argument(ip, "ip"))
-        found = self._alloc.get(ID_WORLD if hit is None else hit)
-        assert found is not None
-        return found
+        return self._ipcache.lookup(address_argument(ip, "ip"))
 
     @reads
     def endpoint_policy(self, ref: str) -> EndpointPolicy:
@@ -674,35 +665,8 @@ class Cluster:
             return
         rules = self._rules()
         # 1. endpoint identities
-        live: dict[str, Identity] = {}
-        label_cache = self._ep_label_cache
-        for ref, ep in self._endpoints.items():
-            ns = self._namespaces.get(ep.namespace)
-            hit = label_cache.get(ref)
-            if hit is not None and hit[0] is ep and hit[1] is ns:
-                labels = hit[2]
-            else:
-                ns_labels = (ns or Namespace(ep.namespace)).effective_labels()
-                labels = endpoint_identity_labels(
-                    ep.labels, ep.namespace, ns_labels, ep.service_account, self.config.cluster_name
-                )
-                label_cache[ref] = (ep, ns, labels)
-            old = self._ep_ident.get(ref)
-            if old is not None and old.labels == labels:
-                live[ref] = old
-                continue
-            ident, new = self._alloc.acquire(labels)
-            if new:
-                self._cache.add_identity(ident)
-            if old is not None and self._alloc.release(old):
-                self._cache.remove_identity(old)
-            live[ref] = ident
-        for ref in list(self._ep_ident):
-            if ref not in self._endpoints:
-                old = self._ep_ident[ref]
-                if self._alloc.release(old):
-                    self._cache.remove_identity(old)
-        self._ep_ident = live
+        self._ipcache.sync_endpoints(self._endpoints, self._namespaces)
+        ep_ident = self._ipcache.endpoint_identities
         # 2. peer selectors of every rule → referenced CIDRs and FQDN selectors
         compiler = PolicyCompiler(self.config, self._cache, self._peer_selectors, self._cluster_named_ports)
         all_peer: list[PeerSelector] = []
@@ -729,7 +693,7 @@ class Cluster:
         compiled: dict[tuple[Any, ...], EndpointPolicy] = {}
         new_policy: dict[str, EndpointPolicy] = {}
         for ref, ep in self._endpoints.items():
-            ident = self._ep_ident[ref]
+            ident = ep_ident[ref]
             selected = by_ident.get(ident.id, [])
             own_ports = {p.name: p.port for p in ep.ports if p.name}
             sig = (ident.id, tuple(id(r.rule) for r in selected), tuple(sorted(own_ports.items())))
@@ -779,54 +743,18 @@ class Cluster:
             fqdn_sels.values(),
             self._cidr_groups.values(),
             self.config.dual_stack,
-            self._cidr_labels,
+            self._ipcache.prefix_labels,
         )
-        fixed: dict[IPNetwork, int] = {}
-        if self.config.dual_stack:
-            fixed[ipaddress.ip_network("0.0.0.0/0")] = ID_WORLD_IPV4
-            fixed[ipaddress.ip_network("::/0")] = ID_WORLD_IPV6
-        for ip in (HOST_IP_V4, HOST_IP_V6):
-            fixed[ipaddress.ip_network(ip)] = ID_HOST
-        for node in self._nodes.values():
-            for ip in node.ips:
-                fixed[ipaddress.ip_network(ip)] = ID_REMOTE_NODE
-        nets = self._host_nets
-        for ref, ep in self._endpoints.items():
-            num = self._ep_ident[ref].id
-            for ip in ep.ips:
-                pfx = nets.get(ip)
-                if pfx is None:
-                    pfx = nets[ip] = ipaddress.ip_network(ip)
-                fixed[pfx] = num
-        # (re)allocate local identities
-        new_ids: dict[IPNetwork, Identity] = {}
-        for net, (labels, parent) in wanted.items():
-            old = self._ipcache_ids.get(net)
-            if old is not None and old.labels == labels:
-                new_ids[net] = old
-                continue
-            ident, new = self._alloc.acquire(labels, cidr=parent, local=True)
-            if new:
-                self._cache.add_identity(ident)
-            new_ids[net] = ident
-            if old is not None and self._alloc.release(old):
-                self._cache.remove_identity(old)
-        for net, old in self._ipcache_ids.items():
-            if net not in wanted and self._alloc.release(old):
-                self._cache.remove_identity(old)
-        self._ipcache_ids = new_ids
-        self._desired_ipcache = {**{n: i.id for n, i in new_ids.items()}, **fixed}
+        self._ipcache.sync_prefixes(wanted, self._nodes.values(), self._endpoints)
 
     def _push(self) -> None:
         eps: dict[int, EndpointRecord] = {}
         for ref, ep in self._endpoints.items():
             num = self._ep_ids[ref]
-            eps[num] = EndpointRecord(num, self._ep_ident[ref].id, ep.ips)
-        ipc = self._desired_ipcache
+            eps[num] = EndpointRecord(num, self._ipcache.endpoint_identities[ref].id, ep.ips)
         ep_up = {k: v for k, v in eps.items() if self._pushed_eps.get(k) != v}
         ep_del = frozenset(set(self._pushed_eps) - set(eps))
-        ip_up = {k: v for k, v in ipc.items() if self._pushed_ipcache.get(k) != v}
-        ip_del = frozenset(set(self._pushed_ipcache) - set(ipc))
+        ip_up, ip_del = self._ipcache.changes()
         pol_up: dict[int, dict[MapStateKey, PolicyEntry]] = {}
         pol_del: dict[int, frozenset[MapStateKey]] = {}
         replace: set[int] = set()
@@ -862,11 +790,7 @@ class Cluster:
             self.backend.apply(update)
         self._pushed_services = svcs
         self._pushed_eps = eps
-        for net in ip_del:
-            self._ipcache_lpm.delete(net)
-        for net, num in ip_up.items():
-            self._ipcache_lpm.set(net, num)
-        self._pushed_ipcache = dict(ipc)
+        self._ipcache.commit()
         self._pushed_policy = new_pushed
         self._by_ip = {ip: ref for ref, ep in self._endpoints.items() for ip in ep.ips}
         self._ref_by_ep_id = {num: ref for ref, num in self._ep_ids.items()}
@@ -1096,7 +1020,7 @@ class Cluster:
     def _make_peer(self, ip: IPAddress) -> PeerInfo:
         ref = self._by_ip.get(ip)
         if ref is not None:
-            ident = self._ep_ident[ref]
+            ident = self._ipcache.endpoint_identities[ref]
             ep = self._endpoints[ref]
             return PeerInfo(
                 ip=ip,
@@ -1180,16 +1104,17 @@ class Cluster:
         redirected = verdict.egress is not None and verdict.egress.result.action == Action.REDIRECT
         allowed = verdict.l7.allowed if verdict.l7 is not None else True
         proxy = DNSProxy(cache=self.fqdn_cache if redirected else None, endpoint=src)
-        result = proxy.handle(
-            build_query(name, qtype, id=pkt.sport),
-            allow=lambda _n: allowed,
-            upstream=self._dns_upstream if upstream is None else upstream,
-            endpoint=src,
-            now=self.clock.now(),
-        )
-        if redirected and result.answers:
-            self._refresh_fqdn_ips()
-            self._sync()
+        with self._transaction(dns=True):  # a full ipcache map unlearns the answer
+            result = proxy.handle(
+                build_query(name, qtype, id=pkt.sport),
+                allow=lambda _n: allowed,
+                upstream=self._dns_upstream if upstream is None else upstream,
+                endpoint=src,
+                now=self.clock.now(),
+            )
+            if redirected and result.answers:
+                self._refresh_fqdn_ips()
+                self._sync()
         resolution = Resolution(
             name=query.fqdn, qtype=qtype, verdict=verdict, result=result, learned=redirected and bool(result.answers)
         )
@@ -1202,9 +1127,10 @@ class Cluster:
         if not (len(self.fqdn_cache) or self.fqdn_cache.zombies()):
             return
         in_use = {ip for conn in self._live_connections() for ip in conn[1:3]}
-        if self.fqdn_cache.expire(self.clock.now(), in_use=in_use):
-            self._refresh_fqdn_ips()
-            self._sync()
+        with self._transaction(dns=True):
+            if self.fqdn_cache.expire(self.clock.now(), in_use=in_use):
+                self._refresh_fqdn_ips()
+                self._sync()
 
     def _refresh_fqdn_ips(self) -> None:
         ips: dict[IPAddress, set[str]] = {}

@@ -598,5 +598,13 @@ class FQDNCache:
                 removed.append(entry)
         return tuple(removed)
 
+    def checkpoint(self) -> tuple[dict[Any, FQDNCacheEntry], dict[Any, FQDNCacheEntry]]:
+        """The learned entries and zombies, for :meth:`rollback` (a failed change learns nothing)."""
+        return dict(self._entries), dict(self._zombies)
+
+    def rollback(self, state: tuple[dict[Any, FQDNCacheEntry], dict[Any, FQDNCacheEntry]]) -> None:
+        """Return to a :meth:`checkpoint`."""
+        self._entries, self._zombies = dict(state[0]), dict(state[1])
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -280,6 +281,15 @@ class IdentityAllocator:
         self._by_id.pop(ident.id, None)
         self._by_labels.pop(ident.labels, None)
         return True
+
+    def checkpoint(self) -> tuple[Any, ...]:
+        """The allocator's state, for :meth:`rollback` (a failed change keeps every number)."""
+        return (dict(self._by_labels), dict(self._by_id), dict(self._refs), self._next_global, self._next_local)
+
+    def rollback(self, state: tuple[Any, ...]) -> None:
+        """Return to a :meth:`checkpoint`: the same identities, numbers and reference counts."""
+        by_labels, by_id, refs, self._next_global, self._next_local = state
+        self._by_labels, self._by_id, self._refs = dict(by_labels), dict(by_id), dict(refs)
 
 
 def world_label_for(net: IPNetwork, dual_stack: bool) -> Label:

@@ -186,7 +186,15 @@ class BPFError(CiliumpyError, OSError):
 
 
 class MapFullError(BPFError):
-    """A BPF map has no room for the entries being written; nothing was applied."""
+    """A BPF map has no room for the entries being written; nothing was applied.
+
+    ``map_name`` names the map that filled (``cil_ipcache``, ``cil_lxc``, ``cil_policy`` or
+    an endpoint's policy map ``cil_policy_NNNNN``) when the backend knows it.
+    """
+
+    def __init__(self, errno: int, message: str, *, function: str = "", map_name: str = "") -> None:
+        super().__init__(errno, message, function=function)
+        self.map_name = map_name
 
 
 class LabError(CiliumpyError, OSError):

@@ -48,7 +48,7 @@ from .._datapath import (
     Protocol,
     RuleOrigin,
 )
-from ..exceptions import BackendUnavailableError, BPFError
+from ..exceptions import BackendUnavailableError, BPFError, MapFullError
 from . import DatapathUpdate
 from . import _bpfstructs as S
 from . import _libbpf as L
@@ -700,6 +700,10 @@ class EBPFBackend:
                     b"cil_lb_revnat",
                 )
             }
+            self._capacity = {
+                name: int(L.library().bpf_map__max_entries(self._map(name)))
+                for name in (b"cil_lxc", b"cil_ipcache", b"cil_policy")
+            }
             self._prog_fds = {d: int(L.library().bpf_program__fd(self._program(n))) for d, n in PROGRAMS.items()}
             self._kernel.rb = L.library().ring_buffer__new(self._fds[b"cil_events"], self._kernel.sample_cb, None, None)
             self._event_mode = S.EventMode.ALL
@@ -926,7 +930,7 @@ class EBPFBackend:
         new = attrs.evolve(old, devices=devices)
         rec = old.endpoints.get(endpoint_id)
         ips = {ip for ip in rec.ips if old.by_ip.get(ip) == endpoint_id} if rec is not None else set()
-        with _all_or_nothing("setting a device", "set_endpoint_device") as journal:
+        with _all_or_nothing("setting a device", "set_endpoint_device") as journal, self._full(b"cil_lxc"):
             _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
                 _endpoint_bytes(old, ips), _endpoint_bytes(new, ips), journal
             )
@@ -975,13 +979,16 @@ class EBPFBackend:
                 # map-in-map writes (~5 ms measured), so per-endpoint calls would add up.
                 if staged:
                     journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
-                    L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
-                _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
-                    _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
-                )
-                _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
-                    _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
-                )
+                    with self._full(b"cil_policy"):
+                        L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
+                with self._full(b"cil_ipcache"):
+                    _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
+                        _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
+                    )
+                with self._full(b"cil_lxc"):
+                    _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
+                        _endpoint_bytes(old, touched.ips), _endpoint_bytes(new, touched.ips), journal
+                    )
                 if new.services is not old.services:
                     self._sync_services(old.services, new.services, journal)
                 if removed:
@@ -1031,11 +1038,29 @@ class EBPFBackend:
     def _build_policy_map(self, ep_id: int, table: dict[bytes, bytes]) -> L.OwnedFd:
         fd = self._new_policy_trie(ep_id)
         try:
-            _MapContents(fd.fd, S.PolicyKey, S.PolicyEntryValue).write(table, [])
+            with self._full(f"cil_policy_{ep_id:05d}".encode(), f"the policy map of endpoint {ep_id}"):
+                _MapContents(fd.fd, S.PolicyKey, S.PolicyEntryValue).write(table, [])
         except BaseException:
             fd.close()
             raise
         return fd
+
+    @contextlib.contextmanager
+    def _full(self, name: bytes, what: str = "") -> Iterator[None]:
+        """Name the map in a :class:`MapFullError` raised inside the block."""
+        try:
+            yield
+        except MapFullError as exc:
+            if exc.map_name:
+                raise
+            text = name.decode()
+            capacity = self._capacity.get(name, self._policy_max)
+            raise MapFullError(
+                exc.errno or errno_mod.ENOSPC,
+                f"{what or text} ({text}) is full: its {capacity} entries cannot hold the update ({exc.strerror})",
+                function=exc.function,
+                map_name=text,
+            ) from exc
 
     def _inner_map_fd(self, ep_id: int) -> L.OwnedFd | None:
         """A new fd for the trie currently installed for ``ep_id`` (None if there is none)."""

@@ -502,7 +502,7 @@ def map_update_batch(fd: int, keys: ctypes.Array[Any], values: ctypes.Array[Any]
         if exc.errno not in (errno_mod.EINVAL, errno_mod.EOPNOTSUPP, 524):
             raise
     for i in range(count):
-        lib.bpf_map_update_elem(fd, ctypes.byref(keys[i]), ctypes.byref(values[i]), 0)
+        lib.bpf_map_update_elem(fd, _element(keys, i), _element(values, i), 0)
 
 
 def map_delete_batch(fd: int, keys: ctypes.Array[Any]) -> None:
@@ -524,7 +524,13 @@ def map_delete_batch(fd: int, keys: ctypes.Array[Any]) -> None:
         done.value = 0
     # The batch stops at the first absent key (-ENOENT): finish one by one from there.
     for i in range(min(done.value, count), count):
-        lib.bpf_map_delete_elem(fd, ctypes.byref(keys[i]))
+        lib.bpf_map_delete_elem(fd, _element(keys, i))
+
+
+def _element(array: ctypes.Array[Any], i: int) -> Any:
+    """A pointer to element ``i`` of ``array``, for structs and plain integers alike
+    (``array[i]`` of a ``c_uint32`` array is a Python int, which has no address)."""
+    return ctypes.byref(array, i * ctypes.sizeof(array._type_))
 
 
 def map_get_fd_by_id(map_id: int) -> OwnedFd:

@@ -178,3 +178,17 @@ def test_an_address_taken_over_in_the_same_update_stays_with_its_new_owner(
         assert dp.evaluate(probe, ING).endpoint_id == 2
         assert dp.evaluate(Packet(src="10.1.9.9", dst="10.0.0.9", dport=80), ING).endpoint_id == 1
     assert results(backend) == results(sim)
+
+
+def test_batch_delete_of_plain_integer_keys_finishes_one_by_one(small: tuple[EBPFBackend, SimulatorBackend]) -> None:
+    # An absent key stops the kernel's batch at once; the per-key fallback must take the
+    # address of a c_uint32 element (indexing such an array yields an int, which has none).
+    import ctypes
+
+    from ciliumpy.backends import _libbpf as L
+
+    backend, _ = small
+    outer = backend.map_fd("cil_policy")
+    L.map_delete_batch(outer, (ctypes.c_uint32 * 3)(7, 1, 2))
+    assert not L.map_lookup(outer, ctypes.c_uint32(1), ctypes.c_uint32())
+    assert not L.map_lookup(outer, ctypes.c_uint32(2), ctypes.c_uint32())
