@@ -26,6 +26,7 @@ Building a :class:`Flow` costs far more than a decision, so the store keeps the 
 from __future__ import annotations
 
 import ipaddress
+import time as _time
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -178,7 +179,11 @@ def _hook_specs(
     direction = _direction(res.direction)
     reply = res.ct_state == CTState.REPLY
     action = res.action
-    if res.enforced and (action == Action.DROP or res.ct_state == CTState.NEW or res.ct_state == CTState.RELATED):
+    if (
+        res.enforced
+        and (action == Action.DROP or res.ct_state in (CTState.NEW, CTState.RELATED))
+        and not (action == Action.ALLOW and unenforced(origins))
+    ):
         verdict = DROPPED if action == Action.DROP else REDIRECTED if action == Action.REDIRECT else FORWARDED
         out.append(Spec(t, verdict, EVENT_POLICY_VERDICT, 0, direction, False, src, dst, packet, res, origins))
     if action == Action.DROP:
@@ -193,6 +198,24 @@ def _hook_specs(
     elif direction == EGRESS and not delivered_locally:
         traffic = INGRESS if reply else EGRESS
         out.append(Spec(t, FORWARDED, EVENT_TRACE, TRACE_TO_STACK, traffic, reply, src, dst, packet, res, origins))
+
+
+_UNENFORCED: dict[frozenset[RuleOrigin], bool] = {}
+
+
+def unenforced(origins: frozenset[RuleOrigin]) -> bool:
+    """Whether the entry is the allow-all of a direction no policy enforces.
+
+    Cilium sends policy-verdict events only for directions where the endpoint enforces
+    policy (the agent's policy-verdict log filter); an endpoint no policy selects is let
+    through by its ``allow-any-*`` entry without one.
+    """
+    found = _UNENFORCED.get(origins)
+    if found is None:
+        found = bool(origins) and all(o.kind == "reserved" and o.name.startswith("allow-any-") for o in origins)
+        if len(_UNENFORCED) < 10_000:
+            _UNENFORCED[origins] = found
+    return found
 
 
 def _hook_origins(hook: HookVerdict) -> frozenset[RuleOrigin]:
@@ -289,6 +312,8 @@ def _live_specs(live: Any, cluster: Cluster) -> list[Spec]:
     out: list[Spec] = []
     peers = _LabPeers(cluster)
     origins_of = getattr(cluster.backend, "origins_of_cookie", None)
+    # Event times are bpf_ktime_get_ns(): CLOCK_MONOTONIC; flows carry wall-clock time.
+    boot = _time.time() - _time.monotonic()
     for ev in live.events:
         if ev.src is None or ev.dst is None:
             continue
@@ -306,7 +331,7 @@ def _live_specs(live: Any, cluster: Cluster) -> list[Spec]:
                 origins = origins_of(ev.cookie)
             except (IndexError, KeyError):
                 origins = frozenset()
-        t = ev.timestamp_ns / 1e9
+        t = ev.timestamp_ns / 1e9 + boot
         local = peers.local(ev.dst)
         _hook_specs(out, t, ev.result(), origins, src, dst, packet_for_flow, local)
     return out

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._datapath import Action, CTState, Direction
 from .._verdict import Verdict
-from ._build import FlowBuilder, Spec, specs_of
+from ._build import FlowBuilder, Spec, specs_of, unenforced
 from ._filter import (
     R_INDEX,
     R_SOURCE,
@@ -46,7 +46,7 @@ _FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE
 _DROP_NAME: dict[int, str] = {}
 _L4_PROTOS = frozenset({6, 17, 132, 1, 58})
 _EGRESS = Direction.EGRESS
-_DROP, _REDIRECT = Action.DROP, Action.REDIRECT
+_DROP, _REDIRECT, _ALLOW = Action.DROP, Action.REDIRECT, Action.ALLOW
 _NEW, _REPLY, _RELATED = CTState.NEW, CTState.REPLY, CTState.RELATED
 
 
@@ -273,7 +273,11 @@ class FlowStore(Tables):
             action = res.action
             ct = res.ct_state
             reply = ct == _REPLY
-            if res.enforced and (action == _DROP or ct in (_NEW, _RELATED)):
+            if (
+                res.enforced
+                and (action == _DROP or ct in (_NEW, _RELATED))
+                and not (action == _ALLOW and hook.entry is not None and unenforced(hook.entry.origins))
+            ):
                 verdict = 2 if action == _DROP else 5 if action == _REDIRECT else 1
                 drop = _drop_name(int(res.drop_reason)) if verdict == 2 and res.drop_reason is not None else ""
                 append((t, verdict, 5, 5 << 16, direction, sid, did, sip, dip, l4, sport, dport, 0,

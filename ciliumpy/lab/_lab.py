@@ -569,7 +569,7 @@ class Lab:
         if listen is not None:  # the datapath reports the translated packets with the backend
             mine.update(_flow_events(drained, proto, src_ip, listen[0], outcome.sport, listen[1]))
         events = tuple(ev for ev in drained if ev in mine)
-        return LiveResult(
+        result = LiveResult(
             src=src,
             dst=dst,
             protocol=proto,
@@ -584,6 +584,8 @@ class Lab:
             events=events,
             service=svc,
         )
+        self.cluster.events.emit(result)  # its ring-buffer events become Hubble flows
+        return result
 
     # -- L7: servers, proxies, real clients ------------------------------------------------
     @property
