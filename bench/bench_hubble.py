@@ -51,16 +51,18 @@ def _seed(store: bool) -> Cluster:
 
 def _time_checks(c: Cluster, n: int) -> float:
     checks = SEED_CHECKS
-    start = time.perf_counter()
+    # CPU time of this process: the machine is shared, and waiting for a core is not cost.
+    start = time.process_time()
     for i in range(n):
         src, dst, port, proto = checks[i % len(checks)]
         c.check(src, dst, port, proto)
     if c.events.capacity:
         len(store_of(c))  # decode what is still pending: part of the cost
-    return (time.perf_counter() - start) / n
+    return (time.process_time() - start) / n
 
 
-def bench_check(rounds: int, n: int) -> tuple[float, float]:
+def bench_check(rounds: int, n: int) -> tuple[float, float, float, float]:
+    """(median off, median on, min off, min on) seconds per check."""
     off, on = _seed(False), _seed(True)
     _time_checks(off, 200)
     _time_checks(on, 200)
@@ -69,7 +71,7 @@ def bench_check(rounds: int, n: int) -> tuple[float, float]:
     for _ in range(rounds):  # interleaved, so load changes on the machine hit both alike
         t_off.append(_time_checks(off, n))
         t_on.append(_time_checks(on, n))
-    return statistics.median(t_off), statistics.median(t_on)
+    return statistics.median(t_off), statistics.median(t_on), min(t_off), min(t_on)
 
 
 def _big_cluster() -> Cluster:
@@ -111,12 +113,12 @@ def fill_store(total: int) -> tuple[FlowStore, float]:
         dst = refs[(i * 13 + 1) % len(refs)]
         verdicts.append(c.check(src, dst, 5432 if i % 3 else 8080))
     store = FlowStore(capacity=total)
-    start = time.perf_counter()
+    start = time.process_time()
     i = 0
     while len(store.records) < total:
         store._verdict_records(verdicts[i % len(verdicts)])
         i += 1
-    return store, time.perf_counter() - start
+    return store, time.process_time() - start
 
 
 def bench_observe(store: FlowStore) -> list[tuple[str, int, float]]:
@@ -135,9 +137,9 @@ def bench_observe(store: FlowStore) -> list[tuple[str, int, float]]:
         times = []
         found = 0
         for _ in range(3):
-            start = time.perf_counter()
+            start = time.process_time()
             found = len(store.select(allow, deny))
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
         out.append((label, found, n / min(times)))
     return out
 
@@ -171,15 +173,16 @@ def _table(rows: list[tuple[str, str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flows", type=int, default=1_000_000, help="flows in the store for observe()")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the check() comparison")
-    parser.add_argument("--checks", type=int, default=3000, help="checks per round")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the check() comparison")
+    parser.add_argument("--checks", type=int, default=1000, help="checks per round")
     args, _ = parser.parse_known_args(argv)
 
-    off, on = bench_check(args.rounds, args.checks)
+    off, on, off_min, on_min = bench_check(args.rounds, args.checks)
     rows = [("measure", "value", "target")]
-    rows.append(("check() store off (median of rounds)", f"{off * 1e6:.1f} us", ""))
+    rows.append(("check() store off (CPU time, median of rounds)", f"{off * 1e6:.1f} us", ""))
     rows.append(("check() store on, decoding included", f"{on * 1e6:.1f} us", ""))
-    rows.append(("  ratio on/off", f"{on / off:.2f}x", "<= 1.3x"))
+    rows.append(("  ratio on/off (medians)", f"{on / off:.2f}x", "<= 1.3x"))
+    rows.append(("  ratio on/off (fastest rounds)", f"{on_min / off_min:.2f}x", "<= 1.3x"))
 
     gc.collect()
     store, fill = fill_store(args.flows)

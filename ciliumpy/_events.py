@@ -6,11 +6,12 @@ ring buffer: :meth:`emit` appends the raw decision object (a ``Verdict``, a
 ``Resolution``, a lab ``LiveResult``) in constant time, and a reader such as
 ``ciliumpy.hubble``'s flow store decodes them when it is asked for flows. A reader that
 registers a ``drain`` callback is called before the log would overwrite events it has not
-read, so nothing is lost while it is attached.
+read (once per ``capacity`` events), so nothing is lost while it is attached.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +33,7 @@ class EventLog:
         self._buf: deque[Any] = deque(maxlen=max(capacity, 1))
         self.enabled = capacity > 0
         self.seq = 0
+        self.read = 0  # sequence number up to which the reader has taken events
         self.drain: Callable[[], None] | None = None
         self._cond = threading.Condition()
         self._waiters = 0
@@ -51,8 +53,8 @@ class EventLog:
         if not self.enabled:
             return
         buf = self._buf
-        if self.drain is not None and len(buf) == buf.maxlen:
-            self.drain()
+        if self.drain is not None and self.seq - self.read >= (buf.maxlen or 0):
+            self.drain()  # the oldest unread event would be overwritten
         buf.append(event)
         self.seq += 1
         if self._waiters:
@@ -60,11 +62,14 @@ class EventLog:
                 self._cond.notify_all()
 
     def since(self, seq: int) -> tuple[list[Any], int, int]:
-        """``(events after seq still held, number overwritten before them, new seq)``."""
+        """``(events after seq still held, number overwritten before them, new seq)``.
+
+        The caller is taken to be the log's reader: the events returned count as read."""
         now = self.seq
         missing = now - seq
         held = min(missing, len(self._buf))
-        events = list(self._buf)[len(self._buf) - held :] if held else []
+        events = list(itertools.islice(reversed(self._buf), held))[::-1] if held else []
+        self.read = max(self.read, now)
         return events, missing - held, now
 
     def wait(self, seq: int, timeout: float | None) -> bool:

@@ -577,7 +577,7 @@ def _layer7(spec: Spec) -> tuple[Layer7, str]:
     kind, req, info = spec.l7
     if kind in (L7_HTTP_REQUEST, L7_HTTP_RESPONSE):
         headers = tuple(HTTPHeader(key=k, value=v) for k, v in req.headers)
-        url = req.url
+        url = http_url(req, spec.packet)
         shown = urllib.parse.unquote(url)
         if kind == L7_HTTP_REQUEST:
             code = 0 if info.allowed else (info.status or 403)
@@ -619,6 +619,16 @@ def _layer7(spec: Spec) -> tuple[Layer7, str]:
         rcode = _RCODE_TEXT.get(res.rcode, str(res.rcode))
         summary = f"DNS Answer RCode: {rcode} TTL: {ttl} (Proxy {resolution.name} {qtype})"
     return Layer7(type="RESPONSE", dns=dns), summary
+
+
+def http_url(req: Any, packet: Packet) -> str:
+    """The request URL as the proxy logs it: ``http://<authority><path>``, the authority
+    being the Host header, else the address the client connected to."""
+    if getattr(req, "authority", None):
+        return str(req.url)
+    dst = packet.dst
+    host = f"[{dst}]" if dst.version == 6 else str(dst)
+    return f"http://{host}:{packet.dport}{req.path}"
 
 
 def _kafka_key_name(key: int) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._datapath import Action, CTState, Direction
 from .._verdict import Verdict
-from ._build import FlowBuilder, Spec, specs_of, unenforced
+from ._build import FlowBuilder, Spec, http_url, specs_of, unenforced
 from ._filter import (
     R_INDEX,
     R_SOURCE,
@@ -454,9 +454,10 @@ def _l7_key(s: Spec) -> tuple[str, str, str, str, int, str]:
     assert s.l7 is not None
     kind, req, info = s.l7
     if kind == L7_HTTP_REQUEST:
-        return ("http", "REQUEST", req.method, req.url, 0 if info.allowed else (info.status or 403), "")
+        url = http_url(req, s.packet)
+        return ("http", "REQUEST", req.method, url, 0 if info.allowed else (info.status or 403), "")
     if kind == L7_HTTP_RESPONSE:
-        return ("http", "RESPONSE", req.method, req.url, info.status or 200, "")
+        return ("http", "RESPONSE", req.method, http_url(req, s.packet), info.status or 200, "")
     if kind == L7_DNS_REQUEST:
         return ("dns", "REQUEST", "", "", 0, req.name)
     if kind == L7_DNS_RESPONSE:
