@@ -42,6 +42,7 @@ from ._datapath import (
     RuleOrigin,
     TCPFlags,
 )
+from ._deletion import deletion_keys, find_objects
 from ._events import EventLog
 from ._identity import (
     Identity,
@@ -49,8 +50,7 @@ from ._identity import (
 from ._ipcache import HOST_IP_V4 as HOST_IP_V4  # re-exported: the lab and strategies use them
 from ._ipcache import HOST_IP_V6 as HOST_IP_V6
 from ._ipcache import IPCache
-from ._labels import NAMESPACE_KEY, SOURCE_K8S
-from ._manifests import Document, line_of, load_located, load_objects, locate_error
+from ._manifests import Document, line_of, load_located, locate_error
 from ._mapstate import (
     CompilerConfig,
     EndpointPolicy,
@@ -62,12 +62,10 @@ from ._mapstate import (
     endpoint_selector_for_peer,
     entity_selectors,
     fqdn_selector,
-    namespace_requirement,
     referenced_cidrs,
     subject_selector,
 )
 from ._model import (
-    CIDRRule,
     CiliumCIDRGroup,
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
@@ -77,20 +75,17 @@ from ._model import (
     ModelObject,
     Namespace,
     NetworkPolicy,
-    NetworkPolicyPeer,
-    NetworkPolicyRule,
     Node,
     PeerRule,
     PolicyObject,
-    PortProtocol,
-    PortRule,
     Rule,
     Service,
     ServicePort,
     parse_network,
 )
+from ._netpol import translate_network_policy
+from ._peers import check_port, host_pod_nodes, peer_refs
 from ._rwlock import ReadWriteLock, reads, writes
-from ._selectors import EndpointSelector, Operator, Requirement
 from ._services import ServiceTable, check_service, tc_translation
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
@@ -119,7 +114,16 @@ _REPLACED_STATE = (
     "_ref_by_ep_id",
     "_peer_cache",
 )
-_COPIED_STATE = ("_namespaces", "_endpoints", "_nodes", "_policies", "_ep_ids", "_cidr_groups", "_policy_deps")
+_COPIED_STATE = (
+    "_namespaces",
+    "_endpoints",
+    "_host_pods",
+    "_nodes",
+    "_policies",
+    "_ep_ids",
+    "_cidr_groups",
+    "_policy_deps",
+)
 
 CT_LIFETIME_TCP = 21600.0
 CT_LIFETIME_NONTCP = 60.0
@@ -184,6 +188,7 @@ class Cluster:
         )
         self._namespaces: dict[str, Namespace] = {}
         self._endpoints: dict[str, Endpoint] = {}
+        self._host_pods: dict[str, Endpoint] = {}  # hostNetwork pods: not endpoints (see _peers)
         self._nodes: dict[str, Node] = {}
         self.service_table = ServiceTable()  # Services, EndpointSlices and load-balancer state
         self._pushed_services: dict[int, LBService] = {}  # what the backend's service maps hold
@@ -212,10 +217,17 @@ class Cluster:
     # ------------------------------------------------------------------------------------
     # construction
     @classmethod
-    def from_manifests(cls, *sources: Any, backend: str | Backend | None = None, **kwargs: Any) -> Cluster:
-        """Build a cluster from paths, directories, YAML text, dicts or model objects."""
+    def from_manifests(
+        cls,
+        *sources: Any,
+        backend: str | Backend | None = None,
+        recursive: bool = False,
+        strict: bool = False,
+        **kwargs: Any,
+    ) -> Cluster:
+        """Build a cluster from paths, directories, YAML text, dicts or model objects (see :meth:`apply`)."""
         cluster = cls(backend=backend, **kwargs)
-        cluster.apply(*sources)
+        cluster.apply(*sources, recursive=recursive, strict=strict)
         return cluster
 
     def _init_derived(self) -> None:
@@ -301,13 +313,17 @@ class Cluster:
         self.dns_records.update(dns_records_from_arguments(records, ttl))
 
     @writes
-    def apply(self, *manifests: Any) -> list[ModelObject]:
+    def apply(self, *manifests: Any, recursive: bool = False, strict: bool = False) -> list[ModelObject]:
         """Apply manifests atomically (dicts, YAML text, paths, directories, model objects).
 
-        Every document is parsed and validated before anything changes; if resolution
-        fails afterwards, the cluster is restored to exactly its previous state.
+        Reads ``kubectl get -o yaml`` output and application directories as they are: a
+        directory like ``kubectl apply -f DIR`` (subdirectories with ``recursive``),
+        workloads as the pods of their template, other kinds skipped with one
+        :class:`~ciliumpy.exceptions.IgnoredKindsWarning` (errors with ``strict``). Every
+        problem of every document is raised in one ``PolicyError`` before anything changes;
+        if resolution fails afterwards, the cluster is restored to its previous state.
         """
-        located = load_located(manifests)
+        located = load_located(manifests, recursive=recursive, strict=strict)
         objects = [obj for obj, _ in located]
         try:
             self._apply_objects(objects, {id(obj): doc for obj, doc in located if doc is not None})
@@ -316,9 +332,23 @@ class Cluster:
         return objects
 
     @writes
-    def delete(self, *manifests: Any) -> None:
-        """Remove the objects named by the manifests (kind + namespace/name)."""
-        objects = load_objects(manifests)
+    def delete(self, *manifests: Any, kind: str | None = None, name: str | None = None) -> None:
+        """Remove objects named by manifests (kind and metadata suffice), model objects, or ``kind``/``name``.
+
+        ``cluster.delete(kind="cnp", name="shop/allow-web")`` takes kubectl's kind names.
+        Raises :class:`~ciliumpy.exceptions.NotFoundError`, removing nothing, when an object
+        is not in the cluster.
+        """
+        objects = find_objects(
+            deletion_keys(manifests, kind, name),
+            namespaces=self._namespaces,
+            pods={**self._endpoints, **self._host_pods},
+            nodes=self._nodes,
+            services=self.service_table.services,
+            slices=self.service_table.slices,
+            cidr_groups=self._cidr_groups,
+            policies=self._policies,
+        )
         with self._transaction():
             for obj in objects:
                 self._remove_object(obj)
@@ -408,6 +438,8 @@ class Cluster:
     def _store_object(self, obj: ModelObject) -> None:
         if isinstance(obj, Namespace):
             self._namespaces[obj.name] = obj
+        elif isinstance(obj, Endpoint) and obj.host_network:
+            self._host_pods[obj.ref] = obj
         elif isinstance(obj, Endpoint):
             if obj.namespace not in self._namespaces:
                 self._namespaces[obj.namespace] = Namespace(obj.namespace)
@@ -430,6 +462,7 @@ class Cluster:
         if isinstance(obj, Namespace):
             self._namespaces.pop(obj.name, None)
         elif isinstance(obj, Endpoint):
+            self._host_pods.pop(obj.ref, None)
             self._endpoints.pop(obj.ref, None)
             self._ep_ids.pop(obj.ref, None)
         elif isinstance(obj, Node):
@@ -507,6 +540,12 @@ class Cluster:
 
     @property
     @reads
+    def host_network_pods(self) -> Mapping[str, Endpoint]:
+        """Pods with ``hostNetwork: true``: not Cilium endpoints; as peers they act as their node."""
+        return dict(self._host_pods)
+
+    @property
+    @reads
     def services(self) -> list[Service]:
         return list(self.service_table.services.values())
 
@@ -565,7 +604,7 @@ class Cluster:
         out: list[dict[str, Any]] = [ns.to_manifest() for ns in self._namespaces.values()]
         out += [n.to_manifest() for n in self._nodes.values()]
         out += self.service_table.manifests()
-        out += [e.to_manifest() for e in self._endpoints.values()]
+        out += [e.to_manifest() for e in (*self._endpoints.values(), *self._host_pods.values())]
         out += [p.to_manifest() for p in self._policies.values()]
         return out + [g.to_manifest() for g in self._cidr_groups.values()]
 
@@ -592,7 +631,7 @@ class Cluster:
                 # (the per-endpoint cache keys on it).
                 cached = self._np_rules.get(id(obj))
                 if cached is None or cached[0] is not obj:
-                    cached = (obj, _translate_network_policy(obj))
+                    cached = (obj, translate_network_policy(obj))
                     self._np_rules[id(obj)] = cached
                 rule = cached[1]
                 refs.append(
@@ -657,8 +696,8 @@ class Cluster:
             return []
         return out
 
-    def _cluster_named_ports(self, name: str) -> set[int]:
-        return {p.port for e in self._endpoints.values() for p in e.ports if p.name == name}
+    def _cluster_named_ports(self, name: str) -> set[tuple[int, str]]:
+        return {(p.port, p.protocol) for e in self._endpoints.values() for p in e.ports if p.name == name}
 
     def _sync(self, full: bool = False) -> None:
         if not self._dirty and not full:
@@ -695,7 +734,7 @@ class Cluster:
         for ref, ep in self._endpoints.items():
             ident = ep_ident[ref]
             selected = by_ident.get(ident.id, [])
-            own_ports = {p.name: p.port for p in ep.ports if p.name}
+            own_ports = {p.name: (p.port, p.protocol) for p in ep.ports if p.name}
             sig = (ident.id, tuple(id(r.rule) for r in selected), tuple(sorted(own_ports.items())))
             prev = self._ep_policy.get(ref)
             deps = self._policy_deps.get(ref)
@@ -733,8 +772,9 @@ class Cluster:
         up = {k: v for k, v in svcs.items() if old.get(k) != v}
         return {"services_upsert": up, "services_delete": frozenset(set(old) - set(svcs))}
 
-    def _named_port_sig(self) -> tuple[tuple[str, int], ...]:
-        return tuple(sorted({(p.name, p.port) for e in self._endpoints.values() for p in e.ports if p.name}))
+    def _named_port_sig(self) -> tuple[tuple[str, int, str], ...]:
+        ports = {(p.name, p.port, p.protocol) for e in self._endpoints.values() for p in e.ports if p.name}
+        return tuple(sorted(ports))
 
     def _sync_ipcache(self, cidrs: set[IPNetwork], fqdn_sels: Mapping[str, Any]) -> None:
         wanted = ipcache_prefix_labels(
@@ -745,7 +785,8 @@ class Cluster:
             self.config.dual_stack,
             self._ipcache.prefix_labels,
         )
-        self._ipcache.sync_prefixes(wanted, self._nodes.values(), self._endpoints)
+        nodes = [*self._nodes.values(), *host_pod_nodes(self._host_pods, self._nodes)]
+        self._ipcache.sync_prefixes(wanted, nodes, self._endpoints)
 
     def _push(self) -> None:
         eps: dict[int, EndpointRecord] = {}
@@ -881,6 +922,7 @@ class Cluster:
     def _check_address(
         self, src: str, dst: str, port: int | str | None, protocol: str, http: Mapping[str, Any] | None
     ) -> Verdict:
+        port = check_port(self._endpoints, self._host_pods, dst, port, protocol)
         proto = _PROTOCOLS.get(str(protocol).upper())
         if proto is None:
             raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
@@ -1038,6 +1080,7 @@ class Cluster:
         )
 
     def _addresses(self, src: str, dst: str) -> tuple[IPAddress, IPAddress]:
+        src, dst = peer_refs(self._endpoints, self._host_pods, self._nodes, src, dst)
         s = self._candidates(src)
         d = self._candidates(dst)
         for a in s:
@@ -1243,57 +1286,3 @@ def _split_ref(ref: str) -> tuple[str, str]:
 
 def _origin(ref: _PolicyRuleRef) -> RuleOrigin:
     return RuleOrigin(ref.kind, ref.obj.namespace, ref.obj.name, ref.path)
-
-
-def _np_peer_selector(peer: NetworkPolicyPeer, namespace: str) -> tuple[str, Any]:
-    if peer.ip_block is not None:
-        return "cidr", CIDRRule(cidr=peer.ip_block.cidr, except_=peer.ip_block.except_)
-    reqs: list[Requirement] = []
-    if peer.pod_selector is not None:
-        reqs.extend(peer.pod_selector.requirements)
-    if peer.namespace_selector is not None:
-        for r in peer.namespace_selector.requirements:
-            reqs.append(Requirement(SOURCE_K8S, "io.cilium.k8s.namespace.labels." + r.key, r.operator, r.values))
-        reqs.append(Requirement(SOURCE_K8S, NAMESPACE_KEY, Operator.EXISTS, ()))
-    else:
-        reqs.append(namespace_requirement(namespace))
-    return "endpoints", EndpointSelector((), tuple(reqs))
-
-
-def _translate_network_policy(np_: NetworkPolicy) -> Rule:
-    """A Kubernetes NetworkPolicy as the Cilium rule the agent derives from it."""
-    sections: dict[Direction, tuple[PeerRule, ...] | None] = {Direction.INGRESS: None, Direction.EGRESS: None}
-    for direction in np_.effective_types():
-        items = np_.ingress if direction == Direction.INGRESS else np_.egress
-        out: list[PeerRule] = []
-        for r in items or ():
-            out.extend(_translate_np_rule(r, direction, np_.namespace))
-        if not out:
-            out = [PeerRule(direction=direction)]  # isolated, nothing allowed
-        sections[direction] = tuple(out)
-    return Rule(
-        endpoint_selector=np_.pod_selector, ingress=sections[Direction.INGRESS], egress=sections[Direction.EGRESS]
-    )
-
-
-def _translate_np_rule(r: NetworkPolicyRule, direction: Direction, namespace: str) -> list[PeerRule]:
-    to_ports = None
-    if r.ports is not None:
-        pps = []
-        for p in r.ports:
-            port = "0" if p.port is None else str(p.port)
-            pps.append(PortProtocol(port, p.end_port or 0, p.protocol))
-        to_ports = (PortRule(tuple(pps)),)
-    if r.peers is None:
-        return [PeerRule(direction=direction, entities=("all",), to_ports=to_ports)]
-    endpoints: list[EndpointSelector] = []
-    cidrs: list[CIDRRule] = []
-    for peer in r.peers:
-        kind, value = _np_peer_selector(peer, namespace)
-        (cidrs if kind == "cidr" else endpoints).append(value)
-    out = []
-    if endpoints:
-        out.append(PeerRule(direction=direction, endpoints=tuple(endpoints), to_ports=to_ports))
-    if cidrs:
-        out.append(PeerRule(direction=direction, cidr_set=tuple(cidrs), to_ports=to_ports))
-    return out

@@ -17,6 +17,7 @@ import attrs
 import yaml
 
 from ._model import API_VERSIONS, KINDS, MODEL_TYPES, ModelObject, path_steps
+from ._snapshot import Snapshot
 from .exceptions import PolicyError
 
 __all__ = [
@@ -24,8 +25,10 @@ __all__ = [
     "MAX_NODES",
     "Document",
     "check_shape",
+    "load_located",
     "load_objects",
     "locate_error",
+    "manifest_files",
     "read_documents",
 ]
 
@@ -125,14 +128,29 @@ class Document:
 def _is_path_like(source: str) -> bool:
     if "\n" in source:
         return False
-    return os.path.exists(source) or source.endswith((".yaml", ".yml", ".json"))
+    # One line without a colon cannot be a manifest, so it is a path (perhaps a missing one).
+    return os.path.exists(source) or source.endswith((".yaml", ".yml", ".json")) or ":" not in source
 
 
-def read_documents(source: Any) -> Iterator[Document]:
-    """Yield the documents of a path, directory, text, dict or list of dicts."""
+def read_documents(source: Any, *, recursive: bool = False) -> Iterator[Document]:
+    """Yield the documents of a path, directory, text, dict or list of dicts.
+
+    A directory is read like ``kubectl apply -f DIR``: its ``.yaml``, ``.yml`` and ``.json``
+    files in name order, subdirectories only with ``recursive``, ``kustomization.yaml`` never.
+    """
     if isinstance(source, Mapping | list | tuple):
         check_shape(source)
-    return _read_documents(source)
+    return _read_documents(source, recursive)
+
+
+def _path_kind(path: Path) -> str | None:
+    """``"dir"``, ``"file"`` or None (missing); a path the OS refuses (too long) is a PolicyError."""
+    try:
+        if path.is_dir():
+            return "dir"
+        return "file" if path.exists() else None
+    except OSError as exc:
+        raise PolicyError(f"cannot read: {exc.strerror or exc}", document=str(path)) from None
 
 
 def _read_file(path: Path) -> str:
@@ -144,16 +162,19 @@ def _read_file(path: Path) -> str:
         raise PolicyError(f"cannot read: {exc.strerror or exc}", document=str(path)) from None
 
 
-def _read_documents(source: Any) -> Iterator[Document]:
+def _read_documents(source: Any, recursive: bool = False) -> Iterator[Document]:
+    if isinstance(source, Document):  # already read (the CLI applies documents one by one)
+        yield source
+        return
     if isinstance(source, Path) or (isinstance(source, str) and _is_path_like(source)):
         path = Path(source)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
-            for f in files:
+        kind = _path_kind(path)
+        if kind == "dir":
+            for f in manifest_files(path, recursive=recursive):
                 yield from _read_text(_read_file(f), str(f))
             return
-        if not path.exists():
-            raise PolicyError("no such file", document=str(path), value=str(path))
+        if kind is None:
+            raise PolicyError("no such file or directory", document=str(path), value=str(path))
         yield from _read_text(_read_file(path), str(path))
         return
     if isinstance(source, str):
@@ -164,7 +185,7 @@ def _read_documents(source: Any) -> Iterator[Document]:
         return
     if isinstance(source, list | tuple):
         for i, item in enumerate(source):
-            for doc in _read_documents(item):
+            for doc in _read_documents(item, recursive):
                 yield attrs.evolve(doc, index=i if doc.source is None else doc.index)
         return
     raise PolicyError(f"cannot read manifests from a {type(source).__name__}", value=source)
@@ -327,7 +348,9 @@ def _expand_lists(doc: Document) -> Iterator[Document]:
     while pending:
         data = pending.pop()
         kind = data.get("kind") if isinstance(data, Mapping) else None
-        if isinstance(kind, str) and (kind == "List" or (kind.endswith("List") and kind[:-4] in KINDS)):
+        if isinstance(kind, str) and (
+            kind == "List" or (kind.endswith("List") and (kind[:-4] in KINDS or "items" in data))
+        ):
             items = data.get("items")
             if not isinstance(items, list):
                 raise PolicyError(
@@ -337,9 +360,21 @@ def _expand_lists(doc: Document) -> Iterator[Document]:
                     field="items",
                     value=items,
                 )
+            if kind != "List":
+                items = [_typed_item(item, kind[:-4], data.get("apiVersion")) for item in items]
             pending.extend(reversed(items))
             continue
         yield Document(data, doc.source, doc.index)
+
+
+def _typed_item(item: Any, kind: str, api_version: Any) -> Any:
+    """An item of a typed list (``PodList``): the API server leaves out its kind and apiVersion."""
+    if not isinstance(item, Mapping) or ("kind" in item and "apiVersion" in item):
+        return item
+    out = _LineDict({"apiVersion": api_version, "kind": kind, **item})
+    out.line = getattr(item, "line", 0)
+    out.key_lines = dict(getattr(item, "key_lines", {}))
+    return out
 
 
 def parse_object(doc: Document) -> ModelObject:
@@ -404,21 +439,50 @@ def parse_object(doc: Document) -> ModelObject:
     return obj
 
 
-def load_objects(sources: Iterable[Any]) -> list[ModelObject]:
+def load_objects(sources: Iterable[Any], *, recursive: bool = False, strict: bool = False) -> list[ModelObject]:
     """Parse every source; model objects pass through unchanged."""
-    return [obj for obj, _ in load_located(sources)]
+    return [obj for obj, _ in load_located(sources, recursive=recursive, strict=strict)]
 
 
-def load_located(sources: Iterable[Any]) -> list[tuple[ModelObject, Document | None]]:
-    """Like :func:`load_objects`, keeping each object's document for later error locations."""
-    out: list[tuple[ModelObject, Document | None]] = []
+def load_located(
+    sources: Iterable[Any], *, recursive: bool = False, strict: bool = False
+) -> list[tuple[ModelObject, Document | None]]:
+    """Like :func:`load_objects`, keeping each object's document for later error locations.
+
+    Reads what ``kubectl get -o yaml`` writes and application directories as they are
+    (workloads become pods, other kinds are skipped; see :mod:`ciliumpy._snapshot`). Every
+    problem in every source is collected and raised as one :class:`PolicyError`.
+    """
+    snapshot = Snapshot(parse=parse_object, line_of=line_of, strict=strict)
     for source in sources:
         if isinstance(source, MODEL_TYPES):
-            out.append((source, None))
+            snapshot.add_object(source)
             continue
-        for doc in read_documents(source):
-            out.append((parse_object(doc), doc))
-    return out
+        # A directory's files one by one, so that a broken file does not hide the others' problems.
+        try:
+            is_dir = isinstance(source, Path | str) and _is_path_like(str(source)) and _path_kind(Path(source)) == "dir"
+        except PolicyError as exc:
+            snapshot.errors.append(exc)
+            continue
+        for item in manifest_files(Path(source), recursive=recursive) if is_dir else [source]:
+            try:
+                for doc in read_documents(item, recursive=recursive):
+                    snapshot.add(doc)
+            except PolicyError as exc:
+                snapshot.errors.append(exc)
+    return snapshot.result()
+
+
+#: Files ``kubectl apply -f DIR`` skips: kustomize's own configuration is not a manifest.
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def manifest_files(directory: Path, *, recursive: bool = False) -> list[Path]:
+    """The manifest files of a directory as ``kubectl apply -f DIR [-R]`` reads them, in name order."""
+    found = directory.rglob("*") if recursive else directory.iterdir()
+    return sorted(
+        p for p in found if p.suffix in (".yaml", ".yml", ".json") and p.name not in KUSTOMIZATION_FILES and p.is_file()
+    )
 
 
 def locate_error(exc: PolicyError, located: Iterable[tuple[ModelObject, Document | None]]) -> PolicyError:

@@ -586,7 +586,7 @@ class PolicyCompiler:
         config: CompilerConfig,
         cache: SelectorCache,
         peer_selectors: Callable[[SelectedRule, PeerRule], list[PeerSelector]],
-        cluster_named_ports: Callable[[str], set[int]],
+        cluster_named_ports: Callable[[str], set[tuple[int, str]]],
     ) -> None:
         self.config = config
         self.cache = cache
@@ -597,7 +597,7 @@ class PolicyCompiler:
         self,
         identity: Identity,
         rules: Sequence[SelectedRule],
-        own_ports: Mapping[str, int],
+        own_ports: Mapping[str, tuple[int, str]],
         extra: Sequence[_Contribution] = (),
         np_directions: Mapping[Direction, bool] | None = None,
     ) -> EndpointPolicy:
@@ -731,7 +731,7 @@ class PolicyCompiler:
         peer_rule: PeerRule,
         origin: RuleOrigin,
         path: str,
-        own_ports: Mapping[str, int],
+        own_ports: Mapping[str, tuple[int, str]],
         default_deny: bool = True,
     ) -> tuple[list[_Contribution], bool]:
         direction = peer_rule.direction
@@ -781,19 +781,22 @@ class PolicyCompiler:
                     out.append(_Contribution(direction, sel, 0, 0, 0, pol, path))
                 continue
             for pp in ports:
-                if pp.is_named:
-                    if direction == Direction.INGRESS:
-                        num = own_ports.get(pp.port)
-                        nums = {num} if num else set()
-                    else:
-                        uses_cluster_ports = True
-                        nums = self.cluster_named_ports(pp.port)
-                    if len(nums) != 1:
-                        continue  # unresolvable named port: silently skipped, as Cilium does
-                    first = last = next(iter(nums))
-                else:
-                    first, last = pp.range()
+                first, last = (0, 0) if pp.is_named else pp.range()
+                if pp.is_named and direction == Direction.EGRESS:
+                    uses_cluster_ports = True
                 for proto in pp.protocols():
+                    if pp.is_named:
+                        # A name resolves per protocol: the container port must carry the
+                        # rule's protocol (pkg/types/portmap.go GetNamedPort); otherwise, or
+                        # when the name has several numbers, there is no entry.
+                        if direction == Direction.INGRESS:
+                            own = own_ports.get(pp.port)
+                            nums = {own[0]} if own is not None and own[1] == proto.name else set()
+                        else:
+                            nums = {n for n, p in self.cluster_named_ports(pp.port) if p == proto.name}
+                        if len(nums) != 1:
+                            continue
+                        first = last = next(iter(nums))
                     if first == 0 and last == 0:
                         f, lst = 0, 0xFFFF
                     else:

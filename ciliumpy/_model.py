@@ -1762,6 +1762,8 @@ class Endpoint:
     service_account: str = "default"
     node: str | None = None
     host_network: bool = False
+    #: The controller chain, nearest first: ``(("ReplicaSet", "web-5d9f"), ("Deployment", "web"))``.
+    owners: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> Endpoint:
@@ -1815,6 +1817,7 @@ class Endpoint:
             service_account=sa,
             node=node,
             host_network=bool(opt_bool(spec, "hostNetwork", "spec")),
+            owners=controller_owner(data),
         )
 
     def to_manifest(self) -> dict[str, Any]:
@@ -1841,6 +1844,11 @@ class Endpoint:
             "metadata": _metadata_out(self.name, self.namespace, self.labels, {}),
             "spec": spec,
         }
+        if self.owners:
+            kind, name = self.owners[0]
+            out["metadata"]["ownerReferences"] = [
+                {"apiVersion": OWNER_API_VERSIONS.get(kind, "v1"), "kind": kind, "name": name, "controller": True}
+            ]
         if self.ips:
             out["status"] = {
                 "podIP": str(self.ips[0]),
@@ -1857,6 +1865,39 @@ class Endpoint:
             if p.name == name and (protocol is None or p.protocol == protocol):
                 return p.port
         return None
+
+
+OWNER_API_VERSIONS = {
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
+def controller_owner(data: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The object's controller from ``metadata.ownerReferences`` (``controller: true``, else the first)."""
+    meta = data.get("metadata")
+    refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+    if refs is None:
+        return ()
+    if not isinstance(refs, list):
+        raise PolicyError("must be of type array", field="metadata.ownerReferences", value=refs)
+    chosen: tuple[str, str] | None = None
+    for i, ref in enumerate(refs):
+        kind = ref.get("kind") if isinstance(ref, Mapping) else None
+        name = ref.get("name") if isinstance(ref, Mapping) else None
+        if not isinstance(kind, str) or not kind or not isinstance(name, str) or not name:
+            raise PolicyError(
+                "an owner reference needs kind and name", field=f"metadata.ownerReferences[{i}]", value=ref
+            )
+        if chosen is None or ref.get("controller") is True:
+            chosen = (kind, name)
+            if ref.get("controller") is True:
+                break
+    return (chosen,) if chosen is not None else ()
 
 
 def check_ip(value: Any, field: str) -> str:

@@ -6,7 +6,7 @@ callers may catch ``ValueError`` or ``OSError`` without knowing about ciliumpy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -14,8 +14,10 @@ __all__ = [
     "BackendUnavailableError",
     "CiliumpyError",
     "FlowFormatError",
+    "IgnoredKindsWarning",
     "LabError",
     "MapFullError",
+    "NotFoundError",
     "PolicyError",
     "UnknownEndpointError",
 ]
@@ -90,6 +92,10 @@ class PolicyError(CiliumpyError, ValueError):
     Carries where the problem is (``document``, ``line``, ``kind``, ``namespace``, ``name``,
     ``field`` as a dotted path such as ``spec.ingress[0].toPorts[0].ports[0].port``) and the
     offending ``value``; ``reason`` is the bare message without location.
+
+    A load that finds several problems raises one error whose ``errors`` holds each of them
+    (in input order) and whose message has one line per problem; the location fields are the
+    first problem's. A single problem's ``errors`` is ``(itself,)``.
     """
 
     def __init__(
@@ -113,7 +119,20 @@ class PolicyError(CiliumpyError, ValueError):
         self.field = field
         self.value = None if value is _MISSING else value
         self.has_value = value is not _MISSING
+        self.errors: tuple[PolicyError, ...] = (self,)
         super().__init__(self._render())
+
+    @classmethod
+    def combine(cls, errors: Sequence[PolicyError]) -> PolicyError:
+        """One error for several problems: ``errors`` holds them, the message lists one per line."""
+        if not errors:
+            raise ValueError("combine() needs at least one error")
+        if len(errors) == 1:
+            return errors[0]
+        combined = errors[0].located()
+        combined.errors = tuple(e for err in errors for e in err.errors)
+        combined.args = ("\n".join(str(e) for e in combined.errors),)
+        return combined
 
     def _render(self) -> str:
         parts: list[str] = []
@@ -158,6 +177,28 @@ def _shown(value: Any, limit: int = MAX_SHOWN) -> str:
 
 class UnknownEndpointError(CiliumpyError, LookupError):
     """A ``namespace/name`` or address that the cluster does not know."""
+
+
+class NotFoundError(CiliumpyError, LookupError):
+    """An object to delete (kind, namespace and name) that the cluster does not hold.
+
+    ``kind``, ``namespace`` and ``name`` say which; the message reads like kubectl's
+    ``Error from server (NotFound)``.
+    """
+
+    def __init__(self, kind: str, name: str, namespace: str | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        self.namespace = namespace
+        where = f" in namespace {namespace!r}" if namespace else ""
+        super().__init__(f"{kind} {name!r} not found{where}")
+
+
+class IgnoredKindsWarning(UserWarning):
+    """Objects the loader skipped because they do not bear on network policy (ConfigMap, Route, ...).
+
+    Issued once per load, listing each kind and how many; ``strict=True`` makes them errors.
+    """
 
 
 class BackendUnavailableError(CiliumpyError, RuntimeError):

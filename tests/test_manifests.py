@@ -192,7 +192,9 @@ def test_reads_paths_directories_text_dicts_and_objects(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(WORLD)
     (tmp_path / "sub" / "b.yml").write_text(POLICY)
     (tmp_path / "ignored.txt").write_text("not: a manifest")
-    objs = load_objects([tmp_path])
+    # Like kubectl apply -f DIR: subdirectories only with recursive (-R).
+    assert [type(o).__name__ for o in load_objects([tmp_path])] == ["Namespace", "Endpoint", "Endpoint", "Endpoint"]
+    objs = load_objects([tmp_path], recursive=True)
     assert [type(o).__name__ for o in objs] == ["Namespace", "Endpoint", "Endpoint", "Endpoint", "CiliumNetworkPolicy"]
     policy = objs[-1]
     assert load_objects([policy]) == [policy]

@@ -6,6 +6,7 @@ import enum
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,9 +135,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``ciliumpy: error: ...``) and an :class:`ExitCode`. ``CILIUMPY_DEBUG=1`` re-raises
     unexpected exceptions with their traceback.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Warnings (skipped kinds, notes on the input) as one line each on stderr."""
+    sys.stderr.write(f"ciliumpy: warning: {message}\n")
+
+
+def _run(args: list[str]) -> int:
     from ..exceptions import BackendUnavailableError, BPFError, CiliumpyError, LabError
 
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
         try:
             result: Any = root.main(args=args, prog_name="ciliumpy", standalone_mode=False)

@@ -13,10 +13,8 @@ from ._root import ExitCode
 __all__ = ["check"]
 
 
-def _port(value: str) -> int:
-    if not value.isdigit():
-        raise click.BadParameter(f"expected a port number, got {value!r}", param_hint="'PORT'")
-    return int(value)
+def _port(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
 
 
 def _dns_records(values: tuple[str, ...]) -> dict[str, list[str]]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CLI, PACKAGE_ROOT, SEED
+from cli_support import CLI, PACKAGE_ROOT, SEED
 
 import ciliumpy
 

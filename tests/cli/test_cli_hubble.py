@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from conftest import PACKAGE_ROOT, SEED, run
+from cli_support import PACKAGE_ROOT, SEED, run
 from prometheus_client.parser import text_string_to_metric_families
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "hubble"
