@@ -239,7 +239,8 @@ def test_starwars_via_the_deathstar_cluster_ip(starwars: Cluster) -> None:
     landing = starwars.check(TIEFIGHTER, cluster_ip, 80, http=LANDING)
     assert landing.verdict == "FORWARDED" and landing.http_status == 200
     assert landing.dst.ref in DEATHSTARS
-    assert any("service default/deathstar" in note for note in landing.notes)
+    assert landing.service is not None and landing.service.service == "default/deathstar"
+    assert "service default/deathstar" in landing.explain()
     exhaust = starwars.check(TIEFIGHTER, cluster_ip, 80, http=EXHAUST)
     assert exhaust.http_status == 403
     xwing = starwars.check(XWING, cluster_ip, 80, http=LANDING)
