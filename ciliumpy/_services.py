@@ -163,8 +163,10 @@ class ServiceTranslation:
             how = "pinned by the caller"
         elif self.affinity:
             how = "sessionAffinity ClientIP: chosen by the client address"
+        elif self.mode == "socket-lb":
+            how = "chosen at connect() by the client address hash"
         else:
-            how = "chosen by the connection hash"
+            how = "chosen by the client address and source port hash"
         state = "" if self.backend.state == BackendState.ACTIVE else f", {self.backend.state.label}"
         return (
             f"{head} -> backend {self.backend}{who} via {self.mode}; "

@@ -33,6 +33,7 @@ from ._model import (
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
     Endpoint,
+    EndpointSlice,
     Namespace,
     NetworkPolicy,
     Node,
@@ -95,7 +96,7 @@ class ClusterSpec:
     endpoints: tuple[Endpoint, ...] = attrs.field(default=(), converter=_tuple)
     policies: tuple[PolicyObject, ...] = attrs.field(default=(), converter=_tuple)
     nodes: tuple[Node, ...] = attrs.field(default=(), converter=_tuple)
-    services: tuple[Service, ...] = attrs.field(default=(), converter=_tuple)
+    services: tuple[Service | EndpointSlice, ...] = attrs.field(default=(), converter=_tuple)  # and their slices
 
     @classmethod
     def from_manifests(cls, *sources: Any) -> ClusterSpec:
@@ -114,7 +115,7 @@ class ClusterSpec:
                 parts["endpoints"].append(obj)
             elif isinstance(obj, Node):
                 parts["nodes"].append(obj)
-            elif isinstance(obj, Service):
+            elif isinstance(obj, Service | EndpointSlice):
                 parts["services"].append(obj)
             else:
                 parts["policies"].append(obj)
@@ -128,7 +129,7 @@ class ClusterSpec:
             endpoints=cluster.endpoints.values(),
             policies=cluster.policies,
             nodes=cluster.nodes.values(),
-            services=cluster.services,
+            services=(*cluster.services, *cluster.service_table.slices.values()),
         )
 
     @property
