@@ -257,3 +257,19 @@ def test_ingress_and_egress_proxies_in_both_families(ebpf_available: None, famil
                 direction = {f["traffic_direction"] for f in result.flows if f["Type"] == "L7"}
                 assert direction == {"INGRESS" if port == 8080 else "EGRESS"}
             assert lab.proxy_errors == 0
+
+
+def test_http_through_a_cluster_ip_is_proxied_too(lab: Lab) -> None:
+    from ciliumpy import ServicePort
+
+    lab.cluster.add_service(
+        "production/gateway",
+        {"app": "api-gateway"},
+        ports=[ServicePort(80, target_port=8080)],
+        cluster_ips=["10.96.0.50"],
+    )
+    for path in ("/api/products", "/admin"):
+        verdict = lab.cluster.check(FRONTEND, "10.96.0.50", 80, http={"method": "GET", "path": path})
+        status, body = curl(lab, FRONTEND, f"http://10.96.0.50{path}")
+        assert status == verdict.http_status
+        assert ('"server": "production/api-gateway"' in body) == verdict.allowed
