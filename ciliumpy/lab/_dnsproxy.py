@@ -20,8 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ._client import ProxyLimits
-from ._proxy import MARK_FROM_PROXY, ConnectionInfo, Deadline, frame_dns_tcp, read_dns_tcp
-from ._proxy import transparent_socket as transparent_socket
+from ._proxy import MARK_FROM_PROXY, ConnectionInfo, Deadline, frame_dns_tcp, read_dns_tcp, transparent_socket
 
 __all__ = ["Answer", "DNSProxyTCP", "DNSProxyUDP", "forward_dns"]
 

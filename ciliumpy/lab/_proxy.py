@@ -21,7 +21,7 @@ import ipaddress
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
@@ -37,7 +37,18 @@ from .._datapath import IPAddress
 from .._l7 import HTTPRequest
 from ._client import ACCESS_DENIED_BODY, ProxyLimits
 
-__all__ = ["MARK_FROM_PROXY", "ConnectionInfo", "HTTPProxy", "ProxyDecision", "transparent_socket"]
+__all__ = [
+    "MARK_FROM_PROXY",
+    "ConnectionInfo",
+    "Deadline",
+    "HTTPProxy",
+    "ProxyDecision",
+    "frame_dns_tcp",
+    "h11_message",
+    "h11_send",
+    "read_dns_tcp",
+    "transparent_socket",
+]
 
 #: SO_MARK of the proxies' upstream connections (bpf/proxy.h CIL_MARK_FROM_PROXY).
 MARK_FROM_PROXY: Final = 0x0A00
@@ -130,7 +141,9 @@ class _TooLarge(Exception):
     """A request or response exceeded its size limit."""
 
 
-class _Deadline:
+class Deadline:
+    """A point in time ``seconds`` from now; ``left()`` raises TimeoutError once it passed."""
+
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
 
@@ -141,11 +154,11 @@ class _Deadline:
         return left
 
 
-async def _read(reader: asyncio.StreamReader, deadline: _Deadline) -> bytes:
+async def _read(reader: asyncio.StreamReader, deadline: Deadline) -> bytes:
     return await asyncio.wait_for(reader.read(_READ_CHUNK), deadline.left())
 
 
-async def _h11_event(conn: h11.Connection, reader: asyncio.StreamReader, deadline: _Deadline) -> Any:
+async def _h11_event(conn: h11.Connection, reader: asyncio.StreamReader, deadline: Deadline) -> Any:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -153,8 +166,8 @@ async def _h11_event(conn: h11.Connection, reader: asyncio.StreamReader, deadlin
         conn.receive_data(await _read(reader, deadline))
 
 
-async def _h11_message(
-    conn: h11.Connection, reader: asyncio.StreamReader, first: _Deadline, limits: ProxyLimits, limit: int
+async def h11_message(
+    conn: h11.Connection, reader: asyncio.StreamReader, first: Deadline, limits: ProxyLimits, limit: int
 ) -> tuple[Any, bytes] | None:
     """One request (server side) or response (client side) with its body; ``None`` at EOF."""
     event = await _h11_event(conn, reader, first)
@@ -167,7 +180,7 @@ async def _h11_message(
     # that came in one piece is measured here.
     if sum(len(n) + len(v) + 4 for n, v in head.headers) > limits.max_header_bytes:
         raise h11.RemoteProtocolError("header block too large", error_status_hint=431)
-    deadline = _Deadline(limits.request_timeout)
+    deadline = Deadline(limits.request_timeout)
     body = bytearray()
     while True:
         event = await _h11_event(conn, reader, deadline)
@@ -211,7 +224,7 @@ class HTTPProxy:
         try:
             sock = writer.get_extra_info("socket")
             info = attrs.evolve(ConnectionInfo.of(sock), proxy_port=self.proxy_port)
-            first = _Deadline(self.limits.request_timeout)
+            first = Deadline(self.limits.request_timeout)
             data = b""
             while len(data) < len(_H2_PREFACE) and _H2_PREFACE.startswith(data):
                 chunk = await _read(reader, first)
@@ -249,10 +262,10 @@ class HTTPProxy:
         conn.receive_data(data)
         upstream: _H1Upstream | None = None
         try:
-            first = _Deadline(limits.request_timeout)
+            first = Deadline(limits.request_timeout)
             while True:
                 try:
-                    message = await _h11_message(conn, reader, first, limits, limits.max_body_bytes)
+                    message = await h11_message(conn, reader, first, limits, limits.max_body_bytes)
                 except _TooLarge:
                     await self._h1_local(conn, writer, 413, b"Payload Too Large\r\n")
                     return
@@ -301,14 +314,14 @@ class HTTPProxy:
                     self._told(info, request, decision, status)
                     out = [*resp_headers, ("content-length", str(len(resp_body)))]
                     response = h11.Response(status_code=status, headers=out)
-                    await _h11_send(conn, writer, response, h11.Data(data=resp_body), h11.EndOfMessage())
+                    await h11_send(conn, writer, response, h11.Data(data=resp_body), h11.EndOfMessage())
                 if conn.our_state is h11.MUST_CLOSE:
                     await _client_closes_first(reader)
                     return
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-                first = _Deadline(limits.idle_timeout)
+                first = Deadline(limits.idle_timeout)
         finally:
             if upstream is not None:
                 upstream.close()
@@ -322,7 +335,7 @@ class HTTPProxy:
             headers.append(("connection", "close"))
         with contextlib.suppress(h11.LocalProtocolError):
             response = h11.Response(status_code=status, headers=headers)
-            await _h11_send(conn, writer, response, h11.Data(data=body), h11.EndOfMessage())
+            await h11_send(conn, writer, response, h11.Data(data=body), h11.EndOfMessage())
 
 
 async def _client_closes_first(reader: asyncio.StreamReader, timeout: float = 2.0) -> None:
@@ -335,12 +348,12 @@ async def _client_closes_first(reader: asyncio.StreamReader, timeout: float = 2.
     kernel then simply picks another port.  A client that asked to close does so at once.
     """
     with contextlib.suppress(TimeoutError, ConnectionError):
-        deadline = _Deadline(timeout)
+        deadline = Deadline(timeout)
         while await _read(reader, deadline):
             pass
 
 
-async def _h11_send(conn: h11.Connection, writer: asyncio.StreamWriter, *events: Any) -> None:
+async def h11_send(conn: h11.Connection, writer: asyncio.StreamWriter, *events: Any) -> None:
     # One write for all events: a response's head and body leave in one segment.
     writer.write(b"".join(conn.send(event) or b"" for event in events))
     await writer.drain()
@@ -365,9 +378,9 @@ class _H1Upstream:
     async def exchange(self, head: h11.Request, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         headers = [*_forwardable(head.headers), ("content-length", str(len(body)))]
         request = h11.Request(method=head.method, target=head.target, headers=headers)
-        await _h11_send(self.conn, self.writer, request, h11.Data(data=body), h11.EndOfMessage())
-        deadline = _Deadline(self.limits.upstream_timeout)
-        message = await _h11_message(self.conn, self.reader, deadline, self.limits, self.limits.max_response_bytes)
+        await h11_send(self.conn, self.writer, request, h11.Data(data=body), h11.EndOfMessage())
+        deadline = Deadline(self.limits.upstream_timeout)
+        message = await h11_message(self.conn, self.reader, deadline, self.limits, self.limits.max_response_bytes)
         if message is None:
             raise ConnectionResetError("the server closed the connection")
         response, resp_body = message
@@ -407,7 +420,7 @@ class _H2Writer:
             self.writer.write(data)
             await self.writer.drain()
 
-    async def body(self, stream_id: int, data: bytes, deadline: _Deadline, *, end: bool) -> None:
+    async def body(self, stream_id: int, data: bytes, deadline: Deadline, *, end: bool) -> None:
         view = memoryview(data)
         while view:
             room = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
@@ -426,7 +439,7 @@ class _H2Writer:
 @attrs.define
 class _H2Stream:
     headers: list[tuple[str, str]]
-    deadline: _Deadline  # the whole request (headers to END_STREAM) within request_timeout
+    deadline: Deadline  # the whole request (headers to END_STREAM) within request_timeout
     body: bytearray = attrs.field(factory=bytearray)
 
 
@@ -515,18 +528,18 @@ class _H2Session:
             if self.upstream is not None:
                 self.upstream.close()
 
-    def _next_deadline(self) -> _Deadline:
+    def _next_deadline(self) -> Deadline:
         """When to give up waiting for the client: its oldest unfinished request's deadline,
         else the idle timeout (streams being answered bound themselves by upstream_timeout).
         """
         if self.streams:
             return min((s.deadline for s in self.streams.values()), key=lambda d: d.at)
         limits = self.limits
-        return _Deadline(limits.upstream_timeout + limits.request_timeout if self.tasks else limits.idle_timeout)
+        return Deadline(limits.upstream_timeout + limits.request_timeout if self.tasks else limits.idle_timeout)
 
     async def _event(self, event: Any) -> bool:
         if isinstance(event, h2.events.RequestReceived):
-            deadline = _Deadline(self.limits.request_timeout)
+            deadline = Deadline(self.limits.request_timeout)
             self.streams[event.stream_id] = _H2Stream(_str_headers(event.headers), deadline)
         elif isinstance(event, h2.events.DataReceived):
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -570,7 +583,7 @@ class _H2Session:
         )
         grpc = any(n == "content-type" and v.startswith("application/grpc") for n, v in regular)
         decision = self.proxy._judge(self.info, request)
-        deadline = _Deadline(self.limits.upstream_timeout)
+        deadline = Deadline(self.limits.upstream_timeout)
         if not decision.allowed:
             self.proxy._told(self.info, request, decision, 403)
             await self._local(stream_id, 403, ACCESS_DENIED_BODY, grpc=grpc, grpc_status=7, deadline=deadline)
@@ -599,7 +612,7 @@ class _H2Session:
             await self.out.flush()
 
     async def _local(
-        self, stream_id: int, status: int, body: bytes, *, grpc: bool, grpc_status: int, deadline: _Deadline
+        self, stream_id: int, status: int, body: bytes, *, grpc: bool, grpc_status: int, deadline: Deadline
     ) -> None:
         if grpc:
             # Envoy answers gRPC requests with a trailers-only gRPC status instead of a page.
@@ -661,7 +674,7 @@ class _H2Upstream:
                 queue.put_nowait(None)
 
     async def request(
-        self, headers: list[tuple[str, str]], body: bytes, deadline: _Deadline
+        self, headers: list[tuple[str, str]], body: bytes, deadline: Deadline
     ) -> tuple[list[tuple[str, str]], bytes, list[tuple[str, str]]]:
         stream_id = self.conn.get_next_available_stream_id()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -700,7 +713,7 @@ class _H2Upstream:
 
 
 # -------------------------------------------------------------------------------- DNS framing
-async def read_dns_tcp(reader: asyncio.StreamReader, deadline: _Deadline) -> bytes | None:
+async def read_dns_tcp(reader: asyncio.StreamReader, deadline: Deadline) -> bytes | None:
     """One length-prefixed DNS message from a TCP stream (RFC 1035 §4.2.2); None at EOF."""
     try:
         head = await asyncio.wait_for(reader.readexactly(2), deadline.left())
@@ -713,7 +726,3 @@ async def read_dns_tcp(reader: asyncio.StreamReader, deadline: _Deadline) -> byt
 def frame_dns_tcp(message: bytes) -> bytes:
     """``message`` with its two-byte length prefix."""
     return struct.pack("!H", len(message)) + message
-
-
-Deadline = _Deadline
-AsyncHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

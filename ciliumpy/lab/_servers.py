@@ -26,7 +26,7 @@ import h11
 
 from .._dns import DNSProxy
 from ._client import ProxyLimits
-from ._proxy import Deadline, _h11_message, _h11_send, frame_dns_tcp, read_dns_tcp
+from ._proxy import Deadline, frame_dns_tcp, h11_message, h11_send, read_dns_tcp
 
 __all__ = ["PROBE_PREFIX", "DNSServerProtocol", "UDPEchoProtocol", "dns_answer", "grpc_server", "http_echo"]
 
@@ -50,7 +50,7 @@ async def http_echo(name: str, reader: asyncio.StreamReader, writer: asyncio.Str
         conn.receive_data(first)
         deadline = Deadline(_LIMITS.request_timeout)
         while True:
-            message = await _h11_message(conn, reader, deadline, _LIMITS, _LIMITS.max_body_bytes)
+            message = await h11_message(conn, reader, deadline, _LIMITS, _LIMITS.max_body_bytes)
             if message is None:
                 return
             request, body = message
@@ -65,7 +65,7 @@ async def http_echo(name: str, reader: asyncio.StreamReader, writer: asyncio.Str
             ).encode()
             headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
             response = h11.Response(status_code=200, headers=headers)
-            await _h11_send(conn, writer, response, h11.Data(data=payload), h11.EndOfMessage())
+            await h11_send(conn, writer, response, h11.Data(data=payload), h11.EndOfMessage())
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()

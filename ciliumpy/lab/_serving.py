@@ -34,11 +34,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
 from dnslib import RCODE, DNSHeader, DNSRecord
 
 from .._cluster import HOST_IP_V4, HOST_IP_V6, Resolution
 from .._datapath import IPAddress
-from .._dns import DNSProxy, DNSRecords, dns_l7_records, extract_msg_details
+from .._dns import DNSProxy, DNSProxyResult, DNSRecords, dns_l7_records, extract_msg_details
 from .._l7 import HTTPRequest
 from . import _netns
 from ._client import ProxyLimits
@@ -540,14 +541,10 @@ def real_resolution(answer: bytes | None, fallback: Resolution) -> Resolution:
     ``answer`` is what the server sent (None: nothing came back); the model's verdict of the
     query's flow is kept, nothing is learned.
     """
-    import attrs
-
     if answer is None:
         return attrs.evolve(fallback, result=None, learned=False)
     message = DNSRecord.parse(answer)
     details = extract_msg_details(message) if message.questions else None
-    from .._dns import DNSProxyResult
-
     result = DNSProxyResult(
         response=answer,
         rcode=int(message.header.rcode),
