@@ -1194,6 +1194,13 @@ class Cluster:
         verdict = self.check(src, res.answers[0], port, protocol, http)
         return attrs.evolve(verdict, dns=res)
 
+    @classmethod
+    def from_flows(cls, flows: Any, **kwargs: Any) -> Cluster:
+        """A cluster built from recorded Hubble flows alone (see :mod:`ciliumpy.hubble`)."""
+        from .hubble import cluster_from_flows
+
+        return cluster_from_flows(flows, cls, **kwargs)
+
     def observe(self, **filters: Any) -> list[Flow]:
         """Stored flows matching ``hubble observe`` filters (see :mod:`ciliumpy.hubble`)."""
         from .hubble import observe

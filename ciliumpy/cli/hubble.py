@@ -230,3 +230,43 @@ def metrics_serve(
     finally:
         m.close()
     return 0
+
+
+@hubble.command("replay")
+@click.argument("flows", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--before",
+    "before",
+    multiple=True,
+    metavar="PATH",
+    help="Manifests of the policies now (default: the -f manifests).",
+)
+@click.option("--after", "after", multiple=True, metavar="PATH", help="Manifests of the proposed policies.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--skip-bad-lines", is_flag=True, help="Leave out malformed lines instead of failing.")
+@input_options
+@pass_inputs
+def replay_command(
+    inputs: Inputs,
+    flows: str,
+    before: tuple[str, ...],
+    after: tuple[str, ...],
+    output: str,
+    skip_bad_lines: bool,
+) -> int:
+    """Replay FLOWS (recorded with hubble observe -o json) against --before and --after
+    policies; without --after, against the policies now (drift since the recording).
+    Exit 1 when a flow would newly be dropped."""
+    import json
+
+    from ..hubble import replay
+
+    now = list(before) or list(inputs.paths)
+    if not now:
+        raise click.UsageError("name the current policies with --before PATH (or -f PATH)")
+    report = replay(flows, now, list(after) or None, errors="skip" if skip_bad_lines else "raise")
+    if output == "json":
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(report.summary() + "\n")
+    return 1 if report.categories.get("newly_dropped") else 0

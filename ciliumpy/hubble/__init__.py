@@ -41,6 +41,7 @@ from ._flow import (
 from ._metrics import METRICS, Metrics, MetricsError, enabled_from_helm_values
 from ._printer import FORMATS, format_flow, format_flows
 from ._read import FlowList, read_flows
+from ._replay import Observation, ReplayedFlow, ReplayReport, cluster_from_flows, read_observations, replay
 from ._store import DEFAULT_CAPACITY, FlowStore, store_of
 
 if TYPE_CHECKING:
@@ -70,10 +71,14 @@ __all__ = [
     "Layer7",
     "Metrics",
     "MetricsError",
+    "Observation",
     "Policy",
+    "ReplayReport",
+    "ReplayedFlow",
     "TCPFlags",
     "Workload",
     "build_filters",
+    "cluster_from_flows",
     "enabled_from_helm_values",
     "flows",
     "flows_of",
@@ -81,6 +86,8 @@ __all__ = [
     "format_flows",
     "observe",
     "read_flows",
+    "read_observations",
+    "replay",
     "store_of",
 ]
 
