@@ -230,6 +230,12 @@ class Verdict:
                     f"{head} passes without a policy lookup (IPv4 ICMP fragmentation-needed is always allowed)"
                 )
                 continue
+            if hook.key is None and res.drop_reason == DropReason.NO_SERVICE:
+                lines.append(
+                    f"{head} the service frontend {_addr_port(self.packet.dst, self.packet.dport)} has no backend "
+                    f"-> drop {res.drop_reason.value} ({res.drop_reason.text})"
+                )
+                continue
             if hook.key is None:
                 lines.append(
                     f"{head} no map entry matches -> drop {res.drop_reason.value if res.drop_reason else ''} "
@@ -291,6 +297,10 @@ def _proto_name(proto: int) -> str:
         return Protocol(proto).label
     except ValueError:
         return str(proto)
+
+
+def _addr_port(addr: IPAddress, port: int) -> str:
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 def _key_text(key: MapStateKey) -> str:

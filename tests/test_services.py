@@ -10,7 +10,9 @@ import pytest
 from ciliumpy import (
     BackendState,
     Cluster,
+    DropReason,
     EndpointSlice,
+    Packet,
     PolicyError,
     Service,
     ServicePort,
@@ -431,3 +433,24 @@ def test_hairpin_through_own_service_skips_policy() -> None:
     assert v.allowed and v.egress is None and v.ingress is None
     assert "hairpin" in v.explain() and "not evaluated" not in v.explain()
     assert v.to_hubble() == []
+
+
+def test_evaluate_towards_a_cluster_ip_is_translated_by_the_datapath() -> None:
+    c = orders_cluster()
+    client = ipaddress.ip_address("10.244.2.1")
+    for sport in (40000, 40001, 40002, 40003):
+        v = c.evaluate(Packet(client, "10.96.0.10", 6, sport=sport, dport=80))
+        assert v.service is not None and v.service.mode == "tc"
+        want = lb_slot(client, sport, 3)
+        assert v.service.backend.pod == f"production/orders-{want}"
+        assert (v.packet.dst, v.packet.dport) == (v.service.backend.address, v.service.backend.port)
+        fe = c.service_table.frontend(c.endpoints, ipaddress.ip_address("10.96.0.10"), 80, 6)
+        assert fe is not None and v.egress is not None and v.egress.result.service_id == fe.id
+        # The reply comes back reverse-NATed at the client.
+        back = c.evaluate(v.packet.reply())
+        assert back.ingress is not None and back.ingress.result.nat_address == ipaddress.ip_address("10.96.0.10")
+        assert back.ingress.result.nat_port == 80
+    c.add_service("production/empty", {"app": "none"}, ports=[80], cluster_ips=["10.96.0.99"])
+    dropped = c.evaluate(Packet(client, "10.96.0.99", 6, sport=1, dport=80))
+    assert dropped.drop_reason == DropReason.NO_SERVICE
+    assert "the service frontend 10.96.0.99:80 has no backend" in dropped.explain()
