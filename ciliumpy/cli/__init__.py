@@ -39,10 +39,17 @@ __all__ = [
 COMMANDS: dict[str, str] = {
     "bpf": "bpf:bpf",
     "check": "check:check",
+    "connectivity": "connectivity:connectivity",
     "demo": "demo:demo",
+    "endpoint": "endpoint:endpoint",
+    "fqdn": "fqdn:fqdn",
+    "get": "get:get",
     "get cidrgroups": "cidrgroups:get_cidrgroups",
     "hubble": "hubble:hubble",
     "identity": "identity:identity",
     "lab": "lab:lab",
+    "policy": "policy:policy",
     "service": "service:service",
+    "status": "status:status",
+    "validate": "validate:validate",
 }

@@ -64,7 +64,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     # cilium-dbg prints Go tabwriter tables with three spaces between columns.
     table = Table(box=None, padding=(0, 3, 0, 0), pad_edge=False, show_header=True, header_style=None, show_edge=False)
     for header in headers:
-        table.add_column(header, no_wrap=True, overflow="ignore")
+        table.add_column(header, no_wrap=True, overflow="ignore", vertical="top")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     buf = io.StringIO()

@@ -122,3 +122,27 @@ def policy_get(inputs: Inputs, endpoint: str | None, all_: bool, numeric: bool, 
             else:
                 sys.stdout.write("Policy stats empty. Perhaps the policy enforcement is disabled?\n")
             sys.stdout.write("\n")
+
+
+@bpf.group()
+def ipcache() -> None:
+    """The IP prefix -> identity map."""
+
+
+@ipcache.command("list")
+@output_option()
+@input_options
+@pass_inputs
+def ipcache_list(inputs: Inputs, output: str) -> None:
+    """Every prefix with its identity, like cilium-dbg bpf ipcache list."""
+    with inputs.cluster() as cluster:
+        entries = cluster.ipcache()
+    records = [
+        {
+            "prefix": str(net),
+            "identity": num,
+            "info": f"identity={num} encryptkey=0 tunnelendpoint=0.0.0.0 flags=<none>",
+        }
+        for net, num in sorted(entries.items(), key=lambda item: (item[0].version, item[0]))
+    ]
+    emit(records, [Column("IP PREFIX/ADDRESS", "prefix"), Column("IDENTITY", "info")], output)
