@@ -273,3 +273,34 @@ def test_http_through_a_cluster_ip_is_proxied_too(lab: Lab) -> None:
         status, body = curl(lab, FRONTEND, f"http://10.96.0.50{path}")
         assert status == verdict.http_status
         assert ('"server": "production/api-gateway"' in body) == verdict.allowed
+
+
+KAFKA_POLICY = """
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: broker-kafka, namespace: kafka}
+spec:
+  endpointSelector: {matchLabels: {app: broker}}
+  ingress:
+    - fromEndpoints: [{matchLabels: {app: producer}}]
+      toPorts:
+        - ports: [{port: "9092", protocol: TCP}]
+          rules: {kafka: [{role: produce, topic: orders}]}
+"""
+
+
+def test_a_redirect_without_a_proxy_fails_closed(ebpf_available: None) -> None:
+    from ciliumpy import DropReason
+
+    with Cluster(backend="ebpf") as cluster:
+        cluster.add_namespace("kafka")
+        cluster.add_endpoint("kafka/producer", {"app": "producer"}, ips=["10.244.8.1"])
+        cluster.add_endpoint("kafka/broker", {"app": "broker"}, ips=["10.244.8.2"], ports=[("kafka", 9092, "TCP")])
+        cluster.apply(KAFKA_POLICY)
+        assert cluster.check("kafka/producer", "kafka/broker", 9092).verdict == "REDIRECTED"
+        with Lab(cluster, ipv6=False) as lab:  # no proxies: the redirect passes at L3/L4
+            assert lab.connect("kafka/producer", "kafka/broker", 9092).allowed
+        with Lab(cluster, ipv6=False, serve=True) as lab:  # proxies, but none for Kafka
+            result = lab.connect("kafka/producer", "kafka/broker", 9092)
+            assert not result.allowed
+            assert result.drop_reason == DropReason.PROXY_LOOKUP_FAILED
