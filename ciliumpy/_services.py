@@ -19,6 +19,7 @@ import contextlib
 import enum
 import ipaddress
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -190,6 +191,8 @@ class ServiceTable:
     _frontend_ids: dict[Frontend, int] = attrs.field(factory=dict)
     _backend_ids: dict[tuple[IPAddress, int, int], int] = attrs.field(factory=dict)
     _by_ip: tuple[int, dict[IPAddress, Service]] | None = None
+    # Readers share the cluster's lock: the memo and the ID allocation are built under this.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, eq=False, repr=False)
 
     # -- state ------------------------------------------------------------------------
     def store(self, obj: Service | EndpointSlice) -> None:
@@ -238,6 +241,15 @@ class ServiceTable:
         # Pods are immutable and replaced on change, so their ids (alive in the mapping)
         # say whether the pod set changed.
         key = (self.gen, tuple(map(id, endpoints.values())))
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo[1], memo[2]
+        with self._lock:
+            return self._build_locked(key, endpoints)
+
+    def _build_locked(
+        self, key: Any, endpoints: Mapping[str, Endpoint]
+    ) -> tuple[tuple[ServiceFrontend, ...], dict[tuple[Any, ...], ServiceFrontend]]:
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1], self._memo[2]
         out: list[ServiceFrontend] = []
@@ -305,6 +317,10 @@ class ServiceTable:
         Local`` keeps the backends without a node.
         """
         frontends = self.frontends(endpoints)
+        with self._lock:
+            return self._datapath_services(frontends)
+
+    def _datapath_services(self, frontends: tuple[ServiceFrontend, ...]) -> dict[int, LBService]:
         wanted = {(b.address, b.port, f.frontend.protocol) for f in frontends for b in f.selectable(None)}
         self._backend_ids = {k: v for k, v in self._backend_ids.items() if k in wanted}
         out = {}
