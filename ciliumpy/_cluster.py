@@ -86,7 +86,7 @@ from ._model import (
 from ._netpol import translate_network_policy
 from ._peers import check_port, host_pod_nodes, peer_refs
 from ._rwlock import ReadWriteLock, reads, writes
-from ._services import ServiceTable, check_service, tc_translation
+from ._services import ServiceTable, check_service, tc_translation, uses_services
 from ._verdict import HookVerdict, PeerInfo, Verdict
 from .backends import Backend, DatapathUpdate, load_backend
 from .exceptions import PolicyError, UnknownEndpointError
@@ -745,7 +745,7 @@ class Cluster:
                 and deps[0] == sig
                 and all(self._cache.select(s) is ids for s, ids in deps[1])
                 and (not prev.uses_cluster_ports or deps[2] == self._named_port_sig())
-                and deps[3] == self.service_table.gen
+                and deps[3] == (self.service_table.gen if uses_services(selected) else None)
             ):
                 new_policy[ref] = prev
                 continue
@@ -758,7 +758,7 @@ class Cluster:
                 sig,
                 tuple((s, self._cache.select(s)) for s in pol.selectors),
                 self._named_port_sig() if pol.uses_cluster_ports else None,
-                self.service_table.gen,
+                self.service_table.gen if uses_services(selected) else None,
             )
         for ref in list(self._policy_deps):
             if ref not in self._endpoints:

@@ -46,6 +46,7 @@ __all__ = [
     "ServiceTranslation",
     "check_service",
     "tc_translation",
+    "uses_services",
 ]
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -663,6 +664,17 @@ def _check_headless(
 
 def table_answer(cluster: Cluster, fqdn: str) -> tuple[IPAddress, ...]:
     return cluster.service_table.dns_answer(fqdn, cluster.endpoints) or ()
+
+
+def uses_services(rules: Iterable[Any]) -> bool:
+    """Whether any of these selected rules (``SelectedRule``) has a ``toServices`` peer: only
+    their endpoints' policies depend on the Services."""
+    for selected in rules:
+        rule = selected.rule
+        for peers in (rule.egress, rule.egress_deny, rule.ingress, rule.ingress_deny):
+            if any(pr.services is not None for pr in peers or ()):
+                return True
+    return False
 
 
 def tc_translation(

@@ -454,3 +454,25 @@ def test_evaluate_towards_a_cluster_ip_is_translated_by_the_datapath() -> None:
     dropped = c.evaluate(Packet(client, "10.96.0.99", 6, sport=1, dport=80))
     assert dropped.drop_reason == DropReason.NO_SERVICE
     assert "the service frontend 10.96.0.99:80 has no backend" in dropped.explain()
+
+
+def test_only_policies_with_to_services_follow_service_changes() -> None:
+    c = orders_cluster()
+    c.apply(
+        textwrap.dedent(
+            """\
+            apiVersion: cilium.io/v2
+            kind: CiliumNetworkPolicy
+            metadata: {name: to-ext, namespace: shop}
+            spec:
+              endpointSelector: {matchLabels: {app: cart}}
+              egress: [{toServices: [{k8sService: {serviceName: ext, namespace: shop}}]}]
+            """
+        )
+    )
+    cart, frontend = c.endpoint_policy("shop/cart"), c.endpoint_policy("production/frontend")
+    c.add_service("shop/ext", None, ports=[443], cluster_ips=["10.96.0.50"], backend_ips=["192.0.2.7"])
+    assert c.endpoint_policy("production/frontend") is frontend  # not recompiled
+    assert c.endpoint_policy("shop/cart") is not cart
+    assert c.check("shop/cart", "shop/svc/ext", 443).allowed
+    assert not c.check("shop/cart", "192.0.2.8", 443).allowed
