@@ -5,6 +5,9 @@ identities and per-endpoint map state with Cilium's exact semantics, and ask whi
 are allowed, on a pure-Python simulator or a real eBPF datapath.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._cluster import Cluster, Resolution
 from ._datapath import (
     Action,
@@ -61,6 +64,24 @@ from .exceptions import (
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .reach import contains, diff, equivalent
+
+# Functions of the faces (subpackages built on Cluster), imported on first use so that
+# ``import ciliumpy`` stays light: name -> subpackage.
+_LAZY = {"contains": "reach", "diff": "reach", "equivalent": "reach"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``ciliumpy.diff`` & co. from their subpackage when first asked for."""
+    face = _LAZY.get(name)
+    if face is None:
+        raise AttributeError(f"module 'ciliumpy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{face}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Action",
@@ -129,4 +150,7 @@ __all__ = [
     "SystemClock",
     "UnknownEndpointError",
     "Verdict",
+    "contains",
+    "diff",
+    "equivalent",
 ]

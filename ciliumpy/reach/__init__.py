@@ -10,7 +10,20 @@ Built on a :class:`~ciliumpy.Cluster` and read through its public surface only:
 on first use.
 """
 
+from ._diff import Change, Connection, Containment, ReachDiff, contains, diff, equivalent
 from ._engine import ConnectionSet, HookOutcome
 from ._reachability import Reachability, compute
 
-__all__ = ["ConnectionSet", "HookOutcome", "Reachability", "compute"]
+__all__ = [
+    "Change",
+    "Connection",
+    "ConnectionSet",
+    "Containment",
+    "HookOutcome",
+    "ReachDiff",
+    "Reachability",
+    "compute",
+    "contains",
+    "diff",
+    "equivalent",
+]

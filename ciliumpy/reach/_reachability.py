@@ -347,14 +347,7 @@ class Reachability:
         name = _PROTOCOL_ALIASES.get(str(protocol).upper())
         if name is None:
             raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
-        s_addrs, s_unit = self._peer(src)
-        d_addrs, d_unit = self._peer(dst)
-        pair = next(((a, b) for a in s_addrs for b in d_addrs if a.version == b.version), None)
-        if pair is None:
-            raise PolicyError(f"{src} and {dst} have no address family in common", value=(src, dst))
-        fam = pair[0].version
-        s_unit = s_unit or self._external_unit(pair[0])
-        d_unit = d_unit or self._external_unit(pair[1])
+        s_unit, d_unit, fam = self._peer_pair(src, dst)
         if name == "ICMPV6" and fam == 4:
             # ICMPv6 in an IPv4 packet: a protocol conntrack does not know, dropped at any hook
             return s_unit.policy is None and d_unit.policy is None
@@ -366,6 +359,27 @@ class Reachability:
         else:
             number = int(port)
         return self._pair_any(s_unit, d_unit, fam, number, name).allows(name, number)
+
+    def _peer_pair(self, src: str, dst: str) -> tuple[_Unit, _Unit, int]:
+        """The units ``check(src, dst, ...)`` would decide with, and the address family."""
+        s_addrs, s_unit = self._peer(src)
+        d_addrs, d_unit = self._peer(dst)
+        pair = next(((a, b) for a in s_addrs for b in d_addrs if a.version == b.version), None)
+        if pair is None:
+            raise PolicyError(f"{src} and {dst} have no address family in common", value=(src, dst))
+        fam = pair[0].version
+        return s_unit or self._external_unit(pair[0]), d_unit or self._external_unit(pair[1]), fam
+
+    def peer_connections(self, src: str, dst: str) -> ConnectionSet:
+        """Every connection ``check`` would allow from ``src`` to ``dst`` (peer names as
+        ``check`` takes them, not Services), over all ports and protocols."""
+        s, d, fam = self._peer_pair(src, dst)
+        if self.port is None and self.protocol is None:
+            return self._pair_any(s, d, fam, 0, "TCP")
+        tables = self._full_tables()
+        eg = tables.table(s.policy, int(Direction.EGRESS), d.identity) if s.policy is not None else None
+        ing = tables.table(d.policy, int(Direction.INGRESS), s.identity) if d.policy is not None else None
+        return tables.connections(eg, ing, fam)
 
     def _pair_any(self, s: _Unit, d: _Unit, fam: int, port: int, name: str) -> ConnectionSet:
         """A pair's connections, also outside the computed scope (other ports, namespaces)."""
@@ -399,6 +413,28 @@ class Reachability:
             raise UnknownEndpointError(f"{who!r} is neither namespace/pod nor an IP address") from None
         owner = self._ip_owner.get(addr)
         return (addr,), (self._ep_unit[owner] if owner is not None else None)
+
+    def address_of(self, node: str) -> str:
+        """A peer name ``check`` accepts for a node: the endpoint's ``ns/name``, ``world``,
+        ``host``, or an address of the node's prefixes that the ipcache maps to its identity."""
+        unit = self._unit(node)
+        if not unit.external or node in ("world", "host"):
+            return node
+        prefixes = [net for net, num in self.cluster.ipcache().items() if num == unit.identity]
+        for net in sorted(prefixes, key=lambda n: (n.version, -n.prefixlen)):
+            for offset in (0, 1, net.num_addresses // 2, net.num_addresses - 1):
+                addr = net.network_address + min(offset, net.num_addresses - 1)
+                if self.cluster.lookup_ip(addr).id == unit.identity and addr not in self._ip_owner:
+                    return str(addr)
+        raise UnknownEndpointError(f"no address of {node!r} maps to its identity {unit.identity}")
+
+    def node_of(self, who: str) -> str:
+        """The node a ``check`` peer name (``ns/pod``, ``world``, ``host``, an address)
+        falls into, as a source towards an IPv4-and-IPv6 destination would see it."""
+        addrs, unit = self._peer(who)
+        if unit is None:
+            unit = self._external_unit(addrs[0])
+        return unit.members[0] if unit.members else who
 
     def _external_unit(self, addr: IPAddress) -> _Unit:
         num = self.cluster.lookup_ip(addr).id
