@@ -12,6 +12,7 @@ on first use.
 
 from ._diff import Change, Connection, Containment, ReachDiff, contains, diff, equivalent
 from ._engine import ConnectionSet, HookOutcome
+from ._explain import Explanation, Fix
 from ._reachability import Reachability, compute
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "Connection",
     "ConnectionSet",
     "Containment",
+    "Explanation",
+    "Fix",
     "HookOutcome",
     "ReachDiff",
     "Reachability",

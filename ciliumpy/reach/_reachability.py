@@ -360,6 +360,16 @@ class Reachability:
             number = int(port)
         return self._pair_any(s_unit, d_unit, fam, number, name).allows(name, number)
 
+    def explain(self, src: str, dst: str, port: int, protocol: str = "TCP") -> Any:
+        """Why ``check(src, dst, port, protocol)`` allows or denies the connection: for an
+        allowed one every policy rule that allows it (both hooks), for a denied one the
+        smallest changes that would allow it (a peer added to a named rule, a port added, a
+        label on the source, a deny removed, a new rule) with what else each would newly
+        allow. Returns an :class:`~ciliumpy.reach.Explanation`."""
+        from ._explain import explain
+
+        return explain(self, src, dst, port, protocol)
+
     def _peer_pair(self, src: str, dst: str) -> tuple[_Unit, _Unit, int]:
         """The units ``check(src, dst, ...)`` would decide with, and the address family."""
         s_addrs, s_unit = self._peer(src)
