@@ -39,6 +39,7 @@ __all__ = ["ConnectionSet", "HookOutcome", "HookTable", "PolicyIndex", "Segment"
 PROTOCOL_NAMES = ("TCP", "UDP", "SCTP", "ICMP")
 _NUMBERS = {"TCP": int(Protocol.TCP), "UDP": int(Protocol.UDP), "SCTP": int(Protocol.SCTP)}
 _LAST_PORT = 0xFFFF
+_LAST_ICMP_TYPE = 0xFF
 
 _Lookup = tuple[MapStateKey, PolicyEntry]
 
@@ -51,8 +52,8 @@ def protocol_number(name: str, family: int) -> int:
 
 
 def last_port(proto: int) -> int:
-    """Highest policy port (for ICMP the type; ``check`` passes any number through)."""
-    return _LAST_PORT
+    """Highest policy port: 65535, or 255 for an ICMP type."""
+    return _LAST_ICMP_TYPE if proto in (Protocol.ICMP, Protocol.ICMPV6) else _LAST_PORT
 
 
 @attrs.frozen
@@ -452,7 +453,7 @@ class ConnectionSet:
             ranges = self.ports.get(name)
             if not ranges:
                 continue
-            full = ranges == ((0, _LAST_PORT),)
+            full = ranges == ((0, _LAST_ICMP_TYPE if name == "ICMP" else _LAST_PORT),)
             parts.append(f"{name} " + ("all" if full else ",".join(_span(lo, hi) for lo, hi in ranges)))
         return "; ".join(parts)
 

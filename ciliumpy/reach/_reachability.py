@@ -226,31 +226,31 @@ class Reachability:
             ({4: lookup(HOST_IP_V4).id, 6: lookup(HOST_IP_V6).id}, "host", "entity"),
         ]
         prefixes: dict[int, list[Any]] = {}
-        for net, num in self.cluster.ipcache().items():
+        ipcache = self.cluster.ipcache()
+        for net, num in ipcache.items():
             if num in endpoint_ids or num in (ID_HOST, ID_WORLD, ID_WORLD_IPV4, ID_WORLD_IPV6):
                 continue
             prefixes.setdefault(num, []).append(net)
+        self._addresses: dict[str, str] = {}
         for num, nets in sorted(prefixes.items()):
-            fams = dict.fromkeys(sorted({n.version for n in nets}), num)
+            address = self._find_address(num, nets, ipcache)
+            if address is None:
+                continue  # every address of its prefixes belongs to a more specific one
+            fams: dict[int, int] = {ipaddress.ip_address(address).version: num}
             ident = self._identities.get(num)
             if num & LOCAL_IDENTITY_FLAG and ident is not None:
                 fqdns = sorted(lbl.key for lbl in ident.labels if lbl.source == "fqdn")
                 if fqdns:
-                    out.append((fams, "fqdn:" + ",".join(fqdns), "fqdn"))
-                    continue
-                cidr = ident.cidr or min(nets, key=lambda n: n.prefixlen)
-                out.append((fams, str(cidr), "cidr"))
+                    name, kind = "fqdn:" + ",".join(fqdns), "fqdn"
+                else:
+                    name, kind = str(ident.cidr or min(nets, key=lambda n: n.prefixlen)), "cidr"
             else:
-                name = ident.name if ident is not None else str(num)
-                out.append((fams, name, "entity"))
-        seen: set[str] = set()
-        unique = []
-        for fams, name, kind in out:
-            if name in seen:
-                name = f"{name}#{next(iter(fams.values()))}"
-            seen.add(name)
-            unique.append((fams, name, kind))
-        return unique
+                name, kind = (ident.name if ident is not None else str(num)), "entity"
+            if name in self._addresses:
+                name = f"{name}#{num}"
+            self._addresses[name] = address
+            out.append((fams, name, kind))
+        return out
 
     def _compute_pairs(self) -> None:
         """Decide every pair of shown units.
@@ -342,6 +342,9 @@ class Reachability:
         Services (``ns/svc/name``, cluster IPs, DNS names) and other host names are answered
         by ``check`` itself: it translates them to one backend or resolves them first.
         """
+        from .._arguments import check_arguments
+
+        port = check_arguments(src, dst, port, protocol)  # check()'s own argument checks
         if dst.count("/") >= 2 or _is_hostname(dst) or self._is_service(dst):
             return bool(self.cluster.check(src, dst, port, protocol, self.http).allowed)
         name = _PROTOCOL_ALIASES.get(str(protocol).upper())
@@ -430,13 +433,30 @@ class Reachability:
         unit = self._unit(node)
         if not unit.external or node in ("world", "host"):
             return node
-        prefixes = [net for net, num in self.cluster.ipcache().items() if num == unit.identity]
-        for net in sorted(prefixes, key=lambda n: (n.version, -n.prefixlen)):
-            for offset in (0, 1, net.num_addresses // 2, net.num_addresses - 1):
-                addr = net.network_address + min(offset, net.num_addresses - 1)
-                if self.cluster.lookup_ip(addr).id == unit.identity and addr not in self._ip_owner:
-                    return str(addr)
+        found = self._addresses.get(node)
+        if found is not None:
+            return found
         raise UnknownEndpointError(f"no address of {node!r} maps to its identity {unit.identity}")
+
+    def _find_address(self, num: int, prefixes: list[Any], ipcache: Mapping[Any, int]) -> str | None:
+        """An address of ``prefixes`` that the ipcache maps to identity ``num``: the first one
+        no more specific ipcache prefix covers (None when excepts carve out all of it)."""
+        for net in sorted(prefixes, key=lambda n: (n.version, -n.prefixlen)):
+            inner = sorted(
+                (int(n.network_address), int(n.broadcast_address))
+                for n in ipcache
+                if n != net and n.version == net.version and n.subnet_of(net)
+            )
+            cur = int(net.network_address)
+            for lo, hi in inner:
+                if lo > cur:
+                    break
+                cur = max(cur, hi + 1)
+            if cur <= int(net.broadcast_address):
+                addr = ipaddress.ip_address(cur)
+                if self.cluster.lookup_ip(addr).id == num:
+                    return str(addr)
+        return None
 
     def node_of(self, who: str) -> str:
         """The node a ``check`` peer name (``ns/pod``, ``world``, ``host``, an address)
