@@ -66,11 +66,11 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .reach import contains, diff, equivalent
+    from .reach import contains, diff, equivalent, lint
 
 # Functions of the faces (subpackages built on Cluster), imported on first use so that
 # ``import ciliumpy`` stays light: name -> subpackage.
-_LAZY = {"contains": "reach", "diff": "reach", "equivalent": "reach"}
+_LAZY = {"contains": "reach", "diff": "reach", "equivalent": "reach", "lint": "reach"}
 
 
 def __getattr__(name: str) -> Any:
@@ -153,4 +153,5 @@ __all__ = [
     "contains",
     "diff",
     "equivalent",
+    "lint",
 ]

@@ -13,6 +13,7 @@ on first use.
 from ._diff import Change, Connection, Containment, ReachDiff, contains, diff, equivalent
 from ._engine import ConnectionSet, HookOutcome
 from ._explain import Explanation, Fix
+from ._lint import Finding, LintReport, lint
 from ._reachability import Reachability, compute
 
 __all__ = [
@@ -21,12 +22,15 @@ __all__ = [
     "ConnectionSet",
     "Containment",
     "Explanation",
+    "Finding",
     "Fix",
     "HookOutcome",
+    "LintReport",
     "ReachDiff",
     "Reachability",
     "compute",
     "contains",
     "diff",
     "equivalent",
+    "lint",
 ]
