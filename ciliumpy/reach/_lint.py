@@ -167,6 +167,28 @@ class _Linter:
         ids = self.selects(sel)
         return [ref for ref, ident in self.ep_ident.items() if ident.id in ids]
 
+    def host_pods(self, obj: PolicyObject, rule: Rule) -> list[str]:
+        """hostNetwork pods the policy's subject selector would select if they were endpoints."""
+        from .._identity import endpoint_identity_labels
+        from .._model import Namespace
+
+        if isinstance(obj, NetworkPolicy):
+            sel = subject_selector(obj.pod_selector, obj.KIND, obj.namespace)
+        elif rule.endpoint_selector is not None:
+            sel = subject_selector(rule.endpoint_selector, obj.KIND, getattr(obj, "namespace", ""))
+        else:
+            return []
+        namespaces = self.cluster.namespaces
+        out = []
+        for ref, pod in sorted(self.cluster.host_network_pods.items()):
+            ns = namespaces.get(pod.namespace) or Namespace(pod.namespace)
+            labels = endpoint_identity_labels(
+                pod.labels, pod.namespace, ns.effective_labels(), pod.service_account, self.cluster.config.cluster_name
+            )
+            if sel.matches(Identity(0, labels)):
+                out.append(ref)
+        return out
+
     def rules(self) -> Iterator[tuple[PolicyObject, str, Rule]]:
         for obj in self.cluster.policies:
             if isinstance(obj, NetworkPolicy):
@@ -182,17 +204,7 @@ class _Linter:
                 continue  # a host policy (nodeSelector)
             pods = self.subject_pods(obj, rule)
             field = "spec.podSelector" if isinstance(obj, NetworkPolicy) else f"{path}.endpointSelector"
-            if not pods:
-                ns = getattr(obj, "namespace", "")
-                self.add(
-                    "selects-nothing",
-                    "warning",
-                    obj,
-                    field,
-                    f"selects no pod{' in namespace ' + ns if ns else ''}",
-                    "match the labels of the pods it is meant for, or delete the policy",
-                )
-            host = [p for p in pods if getattr(self.endpoints[p], "host_network", False)]
+            host = self.host_pods(obj, rule)
             if host:
                 self.add(
                     "host-network-pod",
@@ -201,6 +213,16 @@ class _Linter:
                     field,
                     f"selects hostNetwork pods {', '.join(host[:3])}: Cilium does not enforce policy on them",
                     "use a CiliumClusterwideNetworkPolicy with nodeSelector (host policy) for node traffic",
+                )
+            if not pods and not host:
+                ns = getattr(obj, "namespace", "")
+                self.add(
+                    "selects-nothing",
+                    "warning",
+                    obj,
+                    field,
+                    f"selects no pod{' in namespace ' + ns if ns else ''}",
+                    "match the labels of the pods it is meant for, or delete the policy",
                 )
             if isinstance(obj, NetworkPolicy):
                 self.network_policy(obj, pods)

@@ -343,13 +343,18 @@ class Reachability:
         by ``check`` itself: it translates them to one backend or resolves them first.
         """
         from .._arguments import check_arguments
+        from .._peers import check_port, peer_refs
 
-        port = check_arguments(src, dst, port, protocol)  # check()'s own argument checks
+        # check()'s own argument handling, step by step, so errors and names agree
+        port = check_arguments(src, dst, port, protocol)
         if dst.count("/") >= 2 or _is_hostname(dst) or self._is_service(dst):
             return bool(self.cluster.check(src, dst, port, protocol, self.http).allowed)
+        endpoints, host_pods = self.cluster.endpoints, self.cluster.host_network_pods
+        port = check_port(endpoints, host_pods, dst, port, protocol)
         name = _PROTOCOL_ALIASES.get(str(protocol).upper())
         if name is None:
             raise PolicyError("protocol must be one of TCP, UDP, SCTP, ICMP, ICMPv6", field="protocol", value=protocol)
+        src, dst = peer_refs(endpoints, host_pods, self.cluster.nodes, src, dst)
         s_unit, d_unit, fam = self._peer_pair(src, dst)
         if name == "ICMPV6" and fam == 4:
             # ICMPv6 in an IPv4 packet: a protocol conntrack does not know, dropped at any hook

@@ -101,8 +101,11 @@ def test_bad_arguments_raise_precise_errors(seed: Cluster) -> None:
     reach = seed.reachability()
     with pytest.raises(UnknownEndpointError):
         reach.allowed("production/nope", "world", 80)
-    with pytest.raises(PolicyError, match="port"):
-        reach.allowed("production/frontend", "world", None)
+    for port in (None, 70000):
+        with pytest.raises(Exception, match="port") as raised:
+            seed.check("production/frontend", "world", port)
+        with pytest.raises(raised.type, match="port"):
+            reach.allowed("production/frontend", "world", port)
     with pytest.raises(UnknownEndpointError):
         reach.reachable_from("nowhere/x")
 
