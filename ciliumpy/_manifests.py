@@ -478,8 +478,25 @@ KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 
 
 def manifest_files(directory: Path, *, recursive: bool = False) -> list[Path]:
-    """The manifest files of a directory as ``kubectl apply -f DIR [-R]`` reads them, in name order."""
-    found = directory.rglob("*") if recursive else directory.iterdir()
+    """The manifest files of a directory as ``kubectl apply -f DIR [-R]`` reads them, in name order.
+
+    The recursive walk does not follow symbolic links to directories (``/proc/self/root``
+    would loop) and skips files that vanish while it runs; a directory that cannot be read
+    is a PolicyError.
+    """
+
+    def failed(exc: OSError) -> None:
+        if not isinstance(exc, FileNotFoundError):
+            raise PolicyError(f"cannot read directory: {exc.strerror or exc}", document=str(exc.filename)) from None
+
+    try:
+        if recursive:
+            walk = os.walk(directory, onerror=failed, followlinks=False)
+            found = [Path(dirpath, name) for dirpath, _dirs, names in walk for name in names]
+        else:
+            found = list(directory.iterdir())
+    except OSError as exc:
+        raise PolicyError(f"cannot read directory: {exc.strerror or exc}", document=str(directory)) from None
     return sorted(
         p for p in found if p.suffix in (".yaml", ".yml", ".json") and p.name not in KUSTOMIZATION_FILES and p.is_file()
     )
