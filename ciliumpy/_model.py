@@ -1959,8 +1959,8 @@ class Node:
         return out
 
 
-def _network_tuple(nets: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
-    return tuple(nets)
+def _network_tuple(nets: Iterable[IPNetwork | str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(n) if isinstance(n, str) else n for n in nets)
 
 
 @attrs.frozen(kw_only=True)

@@ -40,13 +40,14 @@ from ._cluster import HOST_IP_V4, HOST_IP_V6, WORLD_IP_V4, WORLD_IP_V6, Cluster
 from ._datapath import Direction, Packet, Protocol, TCPFlags
 from ._fqdn import FQDNSelector
 from ._identity import is_identity_relevant
-from ._l7 import DNSRule, HTTPRule, L7Rules
+from ._l7 import DNSRule, HTTPRule, KafkaRule, L7Rules
 from ._labels import NAMESPACE_KEY, Label, LabelSet
 from ._model import (
     ENTITIES,
     ICMP_TYPES_V4,
     ICMP_TYPES_V6,
     CIDRRule,
+    CiliumCIDRGroup,
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
     ContainerPort,
@@ -76,6 +77,7 @@ __all__ = [
     "DEFAULT_LABEL_VALUES",
     "DEFAULT_NAMESPACES",
     "NAMED_PORTS",
+    "cidr_groups",
     "cidr_rules",
     "cilium_network_policies",
     "cluster_specs",
@@ -87,6 +89,7 @@ __all__ = [
     "fqdn_selectors",
     "http_rules",
     "icmp_rules",
+    "kafka_rules",
     "label_keys",
     "label_selectors",
     "label_sets",
@@ -118,9 +121,12 @@ NAMED_PORTS: Mapping[str, tuple[int, str]] = {
     "dns": (53, "UDP"),
 }
 _COMMON_PORTS = ("80", "0", "443", "5432", "8080", "53")
-# HTTP rules stay clear of port 53 so they never share a port with a DNS rule (merging two
-# L7 parsers on one port is a resolution error, as in Cilium).
+# L7 ports. Since Cilium 1.18 HTTP rules for one peer and Kafka rules for another may share
+# a port (the parser belongs to each peer selector); two parsers for one selector and port
+# are a resolution error, which generated policies rarely produce.
 _HTTP_PORTS = ("80", "8080", "443")
+_KAFKA_TOPICS = ("orders", "audit")
+_GROUP_NAMES = ("office", "lab", "partners")
 _HTTP_NAMED = ("http", "grpc")
 _HTTP_METHODS = ("GET", "POST", "GET|HEAD", ".*", "PUT|DELETE")
 _HTTP_PATHS = ("/", "/api/.*", "/health", "/v1/[a-z]+", "/public.*")
@@ -608,12 +614,26 @@ def _dns_patterns() -> SearchStrategy[str]:
 def dns_rules() -> SearchStrategy[DNSRule]:
     """``rules.dns`` entries: exactly one of ``matchName`` or ``matchPattern`` (the CRD's oneOf).
 
-    >>> r = dns_rules().example(); bool(r.match_name or r.match_pattern)
+    >>> r = dns_rules().example(); (r.match_name is None) != (r.match_pattern is None)
     True
     """
     return st.one_of(
         st.builds(DNSRule, match_name=_dns_names()),
         st.builds(DNSRule, match_pattern=_dns_patterns()),
+    )
+
+
+def kafka_rules() -> SearchStrategy[KafkaRule]:
+    """``rules.kafka`` entries: a role or an API key, optionally a topic; shrink toward ``{}``.
+
+    >>> r = kafka_rules().example(); not (r.role and r.api_key)
+    True
+    """
+    topic = st.none() | st.sampled_from(_KAFKA_TOPICS)
+    return st.one_of(
+        st.builds(KafkaRule, topic=topic),
+        st.builds(KafkaRule, role=st.sampled_from(("produce", "consume")), topic=topic),
+        st.builds(KafkaRule, api_key=st.sampled_from(("produce", "fetch", "metadata")), topic=topic),
     )
 
 
@@ -685,8 +705,33 @@ def _cidr_rule(
     return CIDRRule(cidr=str(net), except_=tuple(excepts))
 
 
-def cidr_rules(*, ip_versions: Collection[int] = (4, 6), max_excepts: int = 2) -> SearchStrategy[CIDRRule]:
-    """``toCIDRSet``/``fromCIDRSet`` items: a prefix with ``except`` holes inside it.
+@st.composite
+def _group_cidr_rule(
+    draw: st.DrawFn, groups: tuple[CiliumCIDRGroup, ...], steps: SearchStrategy[list[tuple[int, int]]]
+) -> CIDRRule:
+    group = draw(st.sampled_from(groups))
+    label_items = sorted(group.labels.items())
+    by_label = draw(_BOOL) if label_items else False
+    if by_label:
+        key, value = draw(st.sampled_from(label_items))
+        rule = CIDRRule(cidr_group_selector=EndpointSelector.from_manifest({"matchLabels": {key: value}}, "s"))
+    else:
+        # Sometimes a name no group has: the reference then selects nothing (until it exists).
+        rule = CIDRRule(cidr_group_ref=draw(st.just(group.name) | st.sampled_from(_GROUP_NAMES)))
+    nets = [n for n in group.external_cidrs if n.prefixlen < n.max_prefixlen]
+    if nets:
+        net = draw(st.sampled_from(nets))
+        excepts = list(dict.fromkeys(str(_subnet(net, e, i)) for e, i in draw(steps)))
+        rule = attrs.evolve(rule, except_=tuple(excepts))
+    return rule
+
+
+def cidr_rules(
+    *, ip_versions: Collection[int] = (4, 6), max_excepts: int = 2, groups: Collection[CiliumCIDRGroup] = ()
+) -> SearchStrategy[CIDRRule]:
+    """``toCIDRSet``/``fromCIDRSet`` items: a prefix with ``except`` holes inside it, or with
+    ``groups``, also a ``cidrGroupRef`` (a group's name, or one no group has) or a
+    ``cidrGroupSelector`` (one of a group's labels), with holes inside one of its CIDRs.
 
     >>> r = cidr_rules(ip_versions=[4]).example()
     >>> all(ipaddress.ip_network(e).subnet_of(ipaddress.ip_network(r.cidr)) for e in r.except_)
@@ -696,7 +741,39 @@ def cidr_rules(*, ip_versions: Collection[int] = (4, 6), max_excepts: int = 2) -
     if not versions or any(v not in (4, 6) for v in versions):
         raise InvalidArgument(f"ip_versions={ip_versions!r} must hold 4 and/or 6")
     _check_size(max_excepts, "max_excepts")
-    return _cidr_rule(_networks(versions), st.lists(_SUBNET_STEPS, max_size=max_excepts))
+    gs = tuple(groups)
+    if any(not isinstance(g, CiliumCIDRGroup) for g in gs):
+        raise InvalidArgument(f"groups={groups!r} must hold CiliumCIDRGroup objects")
+    steps = st.lists(_SUBNET_STEPS, max_size=max_excepts)
+    plain = _cidr_rule(_networks(versions), steps)
+    return plain | _group_cidr_rule(gs, steps) if gs else plain
+
+
+def _valid_group_name(name: str) -> None:
+    validate_name(name, "names")
+
+
+def cidr_groups(
+    *, names: Collection[str] = _GROUP_NAMES, ip_versions: Collection[int] = (4, 6), max_cidrs: int = 2
+) -> SearchStrategy[CiliumCIDRGroup]:
+    """``CiliumCIDRGroup`` objects: a name from ``names``, a label or two from the default
+    vocabulary and up to ``max_cidrs`` prefixes (never ``/0``).
+
+    >>> g = cidr_groups(names=["office"]).example(); g.name
+    'office'
+    """
+    ns = _check_vocabulary(names, "names", _valid_group_name)
+    versions = tuple(ip_versions)
+    if not versions or any(v not in (4, 6) for v in versions):
+        raise InvalidArgument(f"ip_versions={ip_versions!r} must hold 4 and/or 6")
+    _check_size(max_cidrs, "max_cidrs", low=1)
+    nets = _networks(versions).filter(lambda n: n.prefixlen > 0)
+    return st.builds(
+        CiliumCIDRGroup,
+        name=st.sampled_from(ns),
+        labels=label_sets(max_size=2),
+        external_cidrs=st.lists(nets, min_size=1, max_size=max_cidrs, unique=True).map(tuple),
+    )
 
 
 @functools.cache
@@ -718,11 +795,12 @@ def port_rules(
     ports: SearchStrategy[PortProtocol] | None = None,
     max_ports: int = 2,
 ) -> SearchStrategy[PortRule]:
-    """``toPorts`` items: ports alone, or (allow rules only) with HTTP or, on egress, DNS rules.
+    """``toPorts`` items: ports alone, or (allow rules only) with HTTP, Kafka or, on egress,
+    DNS rules.
 
-    L7 ports obey Cilium's checks: HTTP only on explicit TCP non-zero ports, DNS on port 53
-    without ranges and never on ingress. HTTP ports stay away from 53, so an HTTP and a DNS
-    rule never meet on one port (that is a resolution error in Cilium).
+    L7 ports obey Cilium's checks: HTTP and Kafka only on explicit TCP non-zero ports, DNS
+    on port 53 without ranges and never on ingress. HTTP and Kafka rules share ports, so
+    peers with different parsers on one port are drawn (valid since Cilium 1.18).
 
     >>> port_rules(deny=True).example().rules is None
     True
@@ -741,6 +819,8 @@ def port_rules(
     if l7 and not deny:
         http = st.lists(http_rules(), max_size=2, unique=True).map(lambda rs: L7Rules(http=tuple(rs)))
         options.append(st.builds(_l7_port_rule, _http_ports(max_ports), http))
+        kafka = st.lists(kafka_rules(), min_size=1, max_size=2, unique=True).map(lambda rs: L7Rules(kafka=tuple(rs)))
+        options.append(st.builds(_l7_port_rule, _http_ports(max_ports), kafka))
         if d == Direction.EGRESS:
             dns_ports = st.sampled_from(("UDP", "ANY")).map(lambda p: [PortProtocol("53", 0, p)])
             dns = st.lists(dns_rules(), min_size=1, max_size=2, unique=True).map(lambda rs: L7Rules(dns=tuple(rs)))
@@ -794,12 +874,14 @@ def peer_rules(
     l7: bool = True,
     authentication: bool = False,
     max_peers: int = 2,
+    cidr_groups: Collection[CiliumCIDRGroup] = (),
 ) -> SearchStrategy[PeerRule]:
     """One element of ``ingress``/``egress`` (or ``ingressDeny``/``egressDeny`` when ``deny``).
 
     One peer kind per element (endpoints, entities, CIDRs, CIDR sets, or on egress allow
     FQDNs), optionally restricted by ``toPorts`` or ``icmps``. ``direction`` and ``deny``
     ``None`` draw both. ``authentication`` lets allow rules require mutual authentication.
+    With ``cidr_groups``, CIDR sets also reference those groups (:func:`cidr_rules`).
     Shrinks toward ``{}``, which selects nothing.
 
     >>> r = peer_rules(direction="egress", deny=True).example()
@@ -823,7 +905,7 @@ def peer_rules(
         peers["entities"] = st.lists(st.sampled_from(ents), max_size=max_peers, unique=True)
     if cidrs:
         peers["cidr"] = st.lists(_networks((4, 6)).map(str), max_size=max_peers, unique=True)
-        peers["cidr_set"] = st.lists(cidr_rules(), max_size=max_peers)
+        peers["cidr_set"] = st.lists(cidr_rules(groups=cidr_groups), max_size=max_peers)
     if fqdns:
         peers["fqdns"] = st.lists(fqdn_selectors(), max_size=max_peers, unique=True)
     kinds = {}
@@ -906,6 +988,7 @@ def policy_rules(
     authentication: bool = False,
     default_deny: bool = True,
     metadata: bool = False,
+    cidr_groups: Collection[CiliumCIDRGroup] = (),
 ) -> SearchStrategy[Rule]:
     """One Cilium rule (a policy's ``spec`` or an item of ``specs``).
 
@@ -913,8 +996,8 @@ def policy_rules(
     ``fromEndpoints``/``toEndpoints``. The flags choose which sections (``ingress``,
     ``egress``; ``allow`` and/or ``deny`` forms) and features may appear;
     ``default_deny`` allows ``enableDefaultDeny``; ``metadata`` adds labels, description
-    and log. Every rule has at least one non-empty section: the smallest is
-    ``{endpointSelector: {}, ingress: [{}]}``.
+    and log; ``cidr_groups`` lets CIDR sets reference those groups. Every rule has at
+    least one non-empty section: the smallest is ``{endpointSelector: {}, ingress: [{}]}``.
 
     >>> r = policy_rules(deny=False, egress=False).example()
     >>> r.ingress is not None and r.egress is None and r.ingress_deny is None
@@ -954,6 +1037,7 @@ def policy_rules(
             icmps=icmps,
             cidrs=cidrs,
             authentication=authentication,
+            cidr_groups=cidr_groups,
         )
         sections.append((attr, d, dn, st.lists(element, max_size=max_peer_rules)))
     return _short_repr(

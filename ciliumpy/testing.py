@@ -30,6 +30,7 @@ from ._cluster import Cluster
 from ._datapath import Direction, IPAddress, MapStateKey, Packet, Protocol
 from ._manifests import load_objects
 from ._model import (
+    CiliumCIDRGroup,
     CiliumClusterwideNetworkPolicy,
     CiliumNetworkPolicy,
     Endpoint,
@@ -75,7 +76,8 @@ def _tuple(items: Iterable[Any]) -> tuple[Any, ...]:
 
 @attrs.frozen(kw_only=True)
 class ClusterSpec:
-    """The parts of a cluster: namespaces, pods, policies (and optionally nodes, services).
+    """The parts of a cluster: namespaces, pods, policies (and optionally nodes, services,
+    CIDR groups).
 
     A spec is an immutable value that prints as the manifests that rebuild it, so a failing
     property-test example can be pasted into a reproducer as is. :meth:`build` makes a
@@ -97,6 +99,7 @@ class ClusterSpec:
     policies: tuple[PolicyObject, ...] = attrs.field(default=(), converter=_tuple)
     nodes: tuple[Node, ...] = attrs.field(default=(), converter=_tuple)
     services: tuple[Service | EndpointSlice, ...] = attrs.field(default=(), converter=_tuple)  # and their slices
+    cidr_groups: tuple[CiliumCIDRGroup, ...] = attrs.field(default=(), converter=_tuple)
 
     @classmethod
     def from_manifests(cls, *sources: Any) -> ClusterSpec:
@@ -107,6 +110,7 @@ class ClusterSpec:
             "policies": [],
             "nodes": [],
             "services": [],
+            "cidr_groups": [],
         }
         for obj in load_objects(sources):
             if isinstance(obj, Namespace):
@@ -117,6 +121,8 @@ class ClusterSpec:
                 parts["nodes"].append(obj)
             elif isinstance(obj, Service | EndpointSlice):
                 parts["services"].append(obj)
+            elif isinstance(obj, CiliumCIDRGroup):
+                parts["cidr_groups"].append(obj)
             else:
                 parts["policies"].append(obj)
         return cls(**parts)
@@ -130,12 +136,15 @@ class ClusterSpec:
             policies=cluster.policies,
             nodes=cluster.nodes.values(),
             services=(*cluster.services, *cluster.service_table.slices.values()),
+            cidr_groups=[
+                CiliumCIDRGroup.from_manifest(m) for m in cluster.to_manifests() if m["kind"] == CiliumCIDRGroup.KIND
+            ],
         )
 
     @property
     def objects(self) -> tuple[Any, ...]:
         """Every object, in the order :meth:`build` applies them."""
-        return (*self.namespaces, *self.nodes, *self.services, *self.endpoints, *self.policies)
+        return (*self.namespaces, *self.nodes, *self.services, *self.cidr_groups, *self.endpoints, *self.policies)
 
     def build(self, backend: str | Backend | None = None, **options: Any) -> Cluster:
         """A new :class:`~ciliumpy.Cluster` holding these objects (one atomic ``apply``).

@@ -3,7 +3,8 @@
 Hypothesis draws clusters (pods in a few namespaces with named container ports, sometimes a
 node or the cluster DNS and its proxy, dual stack or not), policies (CiliumNetworkPolicy,
 CiliumClusterwideNetworkPolicy and NetworkPolicy with denies, port ranges, named ports,
-entities, CIDR sets with ``except``, toFQDNs, L7 HTTP and DNS rules, ICMP and mutual
+entities, CIDR sets with ``except``, CIDR groups by reference and selector, toFQDNs, L7 HTTP,
+Kafka and DNS rules -- different parsers for different peers on one port --, ICMP and mutual
 authentication), name lookups, and packets (fragments and port-less protocols included), most
 of them aimed at a map-state key of one of the pods.  Each example builds one :class:`~ciliumpy.Cluster` on the
 simulator and one on a long-lived :class:`~ciliumpy.backends._ebpf.EBPFBackend` from the same
@@ -11,7 +12,8 @@ manifests and compares the two :class:`~ciliumpy.Verdict` objects of every packe
 FORWARDED/DROPPED/REDIRECTED, drop reason, match type, the deciding map key and entry, proxy
 port, both hooks' datapath results (conntrack state included), the L7 decision and the rules
 responsible.  Every packet is sent, then its reply; then a change (a policy added or deleted, a
-pod added, removed or relabelled, learned DNS entries expiring) is applied to both clusters
+pod added, removed or relabelled, a CIDR group applied, changed or deleted, learned DNS entries
+expiring) is applied to both clusters
 and everything is sent again, so established flows are re-checked.  ``Cluster.check`` flows,
 name lookups and the policy counters are compared too.  A mismatch shrinks to a minimal
 cluster and shows both verdicts' ``explain()``.
@@ -53,6 +55,7 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from ciliumpy import (
+    CiliumCIDRGroup,
     Cluster,
     ContainerPort,
     CTState,
@@ -69,7 +72,7 @@ from ciliumpy import (
 from ciliumpy import strategies as cst
 from ciliumpy._datapath import IPAddress, TCPFlags
 from ciliumpy._fqdn import ManualClock
-from ciliumpy._l7 import DNSQuery, HTTPRequest
+from ciliumpy._l7 import DNSQuery, HTTPRequest, KafkaRequest
 from ciliumpy._manifests import load_objects
 from ciliumpy.backends._ebpf import EBPFBackend, build_frame
 from ciliumpy.backends._simulator import SimulatorBackend
@@ -95,7 +98,17 @@ LABEL_KEYS = st.sampled_from(("app", "tier"))
 LABEL_VALUES = st.sampled_from(("web", "db"))
 LABELS = cst.label_sets(keys=LABEL_KEYS, values=LABEL_VALUES, max_size=2)
 SELECTORS = cst.label_selectors(keys=LABEL_KEYS, values=LABEL_VALUES, max_labels=1, namespaces=NAMESPACES)
-RULES = cst.policy_rules(subjects=SELECTORS, peers=SELECTORS, authentication=True)
+# CIDR groups holding addresses the packets use (ADDRESSES, a learned DNS answer); policies
+# reference them by name or label, and a change replaces or deletes one.
+GROUPS = (
+    CiliumCIDRGroup(name="office", labels={"app": "web"}, external_cidrs=("198.51.100.0/24", "2606:4700::/32")),
+    CiliumCIDRGroup(name="lab", labels={"tier": "db"}, external_cidrs=("8.8.8.0/24",)),
+)
+GROUP_CHANGES = (
+    CiliumCIDRGroup(name="office", labels={"app": "web"}, external_cidrs=("8.8.8.0/25",)),
+    CiliumCIDRGroup(name="lab", labels={"app": "db"}, external_cidrs=("198.51.100.128/25", "2606:4700::/33")),
+)
+RULES = cst.policy_rules(subjects=SELECTORS, peers=SELECTORS, authentication=True, cidr_groups=GROUPS)
 POLICIES = st.one_of(
     cst.cilium_network_policies(namespaces=NAMESPACES, rules=RULES, max_specs=1),
     cst.clusterwide_policies(rules=RULES, max_specs=1),
@@ -144,13 +157,44 @@ DNS_PROXY = load_objects(
         }
     ]
 )[0]
+# Different L7 parsers for different peers on one port (valid since Cilium 1.18), peers that
+# two of them select (a pod labelled app=web and tier=db), and a CIDR group's peers.
+_TCP80 = [{"port": "80", "protocol": "TCP"}]
+MIXED_PARSERS = load_objects(
+    [
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "mixed-parsers"},
+            "spec": {
+                "endpointSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [
+                    {
+                        "fromEndpoints": [{"matchLabels": {"app": "web"}}],
+                        "toPorts": [{"ports": _TCP80, "rules": {"http": [{"method": "GET"}]}}],
+                    },
+                    {
+                        "fromEndpoints": [{"matchLabels": {"tier": "db"}}],
+                        "toPorts": [{"ports": _TCP80, "rules": {"kafka": [{"role": "produce", "topic": "orders"}]}}],
+                    },
+                    {
+                        "fromCIDRSet": [{"cidrGroupRef": "office"}],
+                        "toPorts": [{"ports": _TCP80, "rules": {"http": [{"path": "/public.*"}]}}],
+                    },
+                ],
+            },
+        }
+    ]
+)[0]
 LOOKUPS = st.lists(st.tuples(st.sampled_from(sorted(DNS_RECORDS)), st.sampled_from(("A", "AAAA"))), max_size=2)
 
 
 @st.composite
 def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
     """A change applied to both clusters between the first packets and their re-check."""
-    options = ["add-policy", "relabel-pod", "add-pod"]
+    options = ["add-policy", "relabel-pod", "add-pod", "apply-group"]
+    if spec.cidr_groups:
+        options.append("delete-group")
     if KUBE_DNS in spec.endpoints:
         options.append("dns-expiry")
     if spec.policies:
@@ -162,6 +206,10 @@ def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
         return kind, draw(POLICIES)
     if kind == "delete-policy":
         return kind, draw(st.sampled_from(spec.policies))
+    if kind == "delete-group":
+        return kind, draw(st.sampled_from(spec.cidr_groups))
+    if kind == "apply-group":
+        return kind, draw(st.sampled_from(GROUPS + GROUP_CHANGES))
     if kind == "remove-pod":
         return kind, draw(st.sampled_from(spec.endpoints)).ref
     if kind == "dns-expiry":
@@ -175,7 +223,7 @@ def _changes(draw: st.DrawFn, spec: ClusterSpec) -> tuple[str, Any]:
 
 def _apply_change(cluster: Cluster, change: tuple[str, Any]) -> None:
     kind, what = change
-    if kind == "delete-policy":
+    if kind in ("delete-policy", "delete-group"):
         cluster.delete(what)
     elif kind == "remove-pod":
         cluster.remove_endpoint(what)
@@ -303,14 +351,16 @@ REQUESTS = st.one_of(
         path=st.sampled_from(("/", "/api/v1", "/health", "/public/x")),
     ),
     st.sampled_from(("example.com", "api.example.com", "cilium.io")).map(DNSQuery),
+    st.builds(KafkaRequest, st.sampled_from(("produce", "fetch")), topics=st.sampled_from((("orders",), ("audit",)))),
 )
 
 
+L7Request = HTTPRequest | KafkaRequest | DNSQuery
 CHECKED = {p: p.label.upper() for p in (Protocol.TCP, Protocol.UDP, Protocol.SCTP, Protocol.ICMP, Protocol.ICMPV6)}
 
 
-def _request_for(packet: Packet, request: HTTPRequest | DNSQuery | None) -> HTTPRequest | DNSQuery | None:
-    if isinstance(request, HTTPRequest) and packet.protocol == Protocol.TCP and not packet.fragment:
+def _request_for(packet: Packet, request: L7Request | None) -> L7Request | None:
+    if isinstance(request, HTTPRequest | KafkaRequest) and packet.protocol == Protocol.TCP and not packet.fragment:
         return request
     if isinstance(request, DNSQuery) and packet.protocol == Protocol.UDP and not packet.fragment:
         return request
@@ -350,17 +400,23 @@ WANTED = {
     "established flow cut by a policy change",
     "HTTP status from the proxy",
     "address learned by the DNS proxy",
+    "peers with different L7 parsers on one port",
+    "packet from or to a CIDR group address",
 }
 
 
 def _one_example(datapath: SharedDatapath, data: st.DataObject, tally: _Tally) -> None:
     spec = data.draw(SPECS, label="spec")
+    groups = data.draw(st.lists(st.sampled_from(GROUPS), unique=True), label="CIDR groups")
+    spec = attrs.evolve(spec, cidr_groups=groups)
     if data.draw(st.booleans(), label="with a node"):
         spec = attrs.evolve(spec, nodes=(NODE,))
     if data.draw(st.booleans(), label="with cluster DNS"):
         spec = attrs.evolve(spec, namespaces=(*spec.namespaces, KUBE_SYSTEM), endpoints=(*spec.endpoints, KUBE_DNS))
         if data.draw(st.booleans(), label="with the DNS proxy"):
             spec = attrs.evolve(spec, policies=(*spec.policies, DNS_PROXY))
+    if data.draw(st.booleans(), label="with mixed L7 parsers"):
+        spec = attrs.evolve(spec, policies=(*spec.policies, MIXED_PARSERS))
     dual_stack = data.draw(st.booleans(), label="dual_stack")
     sim = Cluster(backend=SimulatorBackend(), dual_stack=dual_stack, clock=ManualClock(T0))
     built_sim = attempt(sim.apply, *spec.objects)
@@ -398,6 +454,7 @@ def _compare_traffic(sim: Cluster, ebpf: Cluster, spec: ClusterSpec, data: st.Da
                 tally.seen["address learned by the DNS proxy"] += 1
 
     packets = data.draw(st.lists(_packets(_Targets.of(sim)), min_size=1, max_size=4), label="packets")
+    _tally_features(sim, packets, tally)
     requests = data.draw(st.lists(REQUESTS, min_size=len(packets), max_size=len(packets)), label="requests")
 
     def send(round_: str) -> None:
@@ -426,6 +483,21 @@ def _compare_traffic(sim: Cluster, ebpf: Cluster, spec: ClusterSpec, data: st.Da
         ep_id = sim.endpoint_id(ref)
         want, got = sim.backend.policy_counters(ep_id), ebpf.backend.policy_counters(ep_id)
         assert want == got, f"policy counters (packets, bytes) of {ref} (endpoint {ep_id})"
+
+
+def _tally_features(cluster: Cluster, packets: list[Packet], tally: _Tally) -> None:
+    """Count the examples that exercise per-selector parsers and CIDR groups."""
+    for ref in cluster.endpoints:
+        by_port: dict[tuple[int, int, int], set[int]] = {}
+        for key, entry in cluster.map_state(ref).items():
+            if entry.proxy_port and not entry.deny:
+                by_port.setdefault((int(key.direction), key.protocol, key.port), set()).add(entry.proxy_port)
+        if any(len(ports) > 1 for ports in by_port.values()):
+            tally.seen["peers with different L7 parsers on one port"] += 1
+    for packet in packets:
+        for addr in (packet.src, packet.dst):
+            if any(lbl.source == "cidrgroup" for lbl in cluster.lookup_ip(addr).labels.labels):
+                tally.seen["packet from or to a CIDR group address"] += 1
 
 
 def _run(datapath: SharedDatapath, examples: int, seed: int | None) -> _Tally:
