@@ -304,3 +304,11 @@ def test_a_redirect_without_a_proxy_fails_closed(ebpf_available: None) -> None:
             result = lab.connect("kafka/producer", "kafka/broker", 9092)
             assert not result.allowed
             assert result.drop_reason == DropReason.PROXY_LOOKUP_FAILED
+
+
+@pytest.mark.parametrize("src", [PROMETHEUS, FRONTEND], ids=["not-redirected", "dropped"])
+def test_dns_without_the_proxy_matches_resolve(lab: Lab, model: Cluster, src: str) -> None:
+    expected = model.resolve(src, "api.stripe.com")
+    got = lab.resolve(src, "api.stripe.com", timeout=1)
+    assert (got.rcode, got.answers, got.learned) == (expected.rcode, expected.answers, expected.learned)
+    assert not got.learned
