@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .._verdict import Verdict
 from ._inputs import Inputs, input_options, pass_inputs
 from ._root import ExitCode
 
@@ -36,6 +37,21 @@ def _headers(values: tuple[str, ...]) -> list[tuple[str, str]]:
             raise click.BadParameter(f"expected NAME:VALUE, got {item!r}", param_hint="'--header'")
         out.append((name.strip(), value.strip()))
     return out
+
+
+def _asked(src: str, dst: str, port: str, protocol: str, http: dict[str, Any] | None, verdict: Verdict) -> str:
+    """The flow as it was asked about (workload refs and port names as typed) and its verdict."""
+    request = ""
+    if http is not None:
+        request = f" gRPC {http['grpc']}" if "grpc" in http else f" HTTP {http['method']} {http['path']}"
+    outcome = verdict.verdict
+    if verdict.drop_reason is not None:
+        outcome += f" ({verdict.drop_reason.value} {verdict.drop_reason.text})"
+    if verdict.http_status:
+        outcome += f" HTTP {verdict.http_status}"
+    if verdict.failure:
+        outcome += f" ({verdict.failure})"
+    return f"{src} -> {dst} {protocol}/{port}{request}: {outcome}"
 
 
 @click.command()
@@ -96,5 +112,6 @@ def check(
         if records:
             cluster.add_dns_records(records)
         verdict = cluster.check(src, dst, _port(port), protocol.upper(), http=http)
+        sys.stdout.write(_asked(src, dst, port, protocol.upper(), http, verdict) + "\n")
         sys.stdout.write(verdict.explain() + "\n")
     return int(ExitCode.OK if verdict.allowed else ExitCode.NO)

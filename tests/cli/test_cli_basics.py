@@ -55,19 +55,22 @@ def test_closed_pipe_is_quiet() -> None:
 def test_check_exit_status_says_allowed_or_denied(cli: CLI) -> None:
     denied = cli("check", "-f", SEED, "production/frontend", "production/database", "5432")
     assert denied.returncode == 1
-    assert denied.stdout.splitlines()[0].startswith(
-        "production/frontend (identity production/app=frontend,tier=web) -> production/database"
-    )
-    assert "TCP/5432: DROPPED (133 Policy denied)" in denied.stdout.splitlines()[0]
+    # The first line is the flow as asked; the explanation follows, hook by hook.
+    lines = denied.stdout.splitlines()
+    assert lines[0] == "production/frontend -> production/database TCP/5432: DROPPED (133 Policy denied)"
+    assert lines[1].startswith("production/frontend (identity production/app=frontend,tier=web) -> production/database")
     allowed = cli("-f", SEED, "check", "production/frontend", "production/backend", "8080")
     assert allowed.returncode == 0
-    assert "TCP/8080: FORWARDED" in allowed.stdout.splitlines()[0]
+    assert allowed.stdout.splitlines()[0] == "production/frontend -> production/backend TCP/8080: FORWARDED"
 
 
 def test_check_sends_http_grpc_and_dns(cli: CLI) -> None:
     api = ("production/frontend", "production/api-gateway", "8080")
     ok = cli("check", "-f", SEED, *api, "--http-method", "GET", "--http-path", "/api/products")
-    assert ok.returncode == 0 and "HTTP 200" in ok.stdout.splitlines()[0]
+    assert ok.returncode == 0
+    assert ok.stdout.splitlines()[0] == (
+        "production/frontend -> production/api-gateway TCP/8080 HTTP GET /api/products: FORWARDED HTTP 200"
+    )
     refused = cli("check", "-f", SEED, *api, "--http-method", "DELETE", "--http-path", "/api/orders")
     assert refused.returncode == 1 and "HTTP 403" in refused.stdout.splitlines()[0]
     grpc = ("production/frontend", "production/backend", "50051")

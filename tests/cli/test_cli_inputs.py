@@ -34,7 +34,9 @@ def test_recursive_directories_workload_refs_and_skipped_kinds(cli: CLI, tmp_pat
     assert flat.returncode == 0, flat.stderr
     assert flat.stderr == ("ciliumpy: warning: skipped objects that do not bear on network policy: ConfigMap (1)\n")
     deep = cli("check", "-R", "-f", app, "shop/deploy/web", "shop/deployment/web", "http")
-    assert deep.returncode == 1 and "TCP/8080: DROPPED" in deep.stdout.splitlines()[0]
+    assert deep.returncode == 1
+    assert deep.stdout.splitlines()[0] == "shop/deploy/web -> shop/deployment/web TCP/http: DROPPED (133 Policy denied)"
+    assert "TCP/8080: DROPPED" in deep.stdout.splitlines()[1]
 
 
 def test_every_problem_is_one_line_and_missing_paths_are_named(cli: CLI, tmp_path: Path) -> None:
