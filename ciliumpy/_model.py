@@ -1977,6 +1977,8 @@ class CiliumCIDRGroup:
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> CiliumCIDRGroup:
+        """Parse a group as the CRD schema does: ``spec.externalCIDRs`` is required and holds
+        CIDRs (address/prefix length); the object is cluster-scoped."""
         check_mapping(data, "", ("apiVersion", "kind", "metadata", "spec", "status"))
         name, _, labels, _ = _metadata(data, False)
         spec = data.get("spec")
@@ -1990,6 +1992,7 @@ class CiliumCIDRGroup:
         return cls(name=name, labels=labels, external_cidrs=cidrs, api_version=str(data.get("apiVersion")))
 
     def to_manifest(self) -> dict[str, Any]:
+        """The manifest ``kubectl apply`` accepts (in the API version it was read in)."""
         return {
             "apiVersion": self.api_version,
             "kind": self.KIND,

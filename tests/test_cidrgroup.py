@@ -211,3 +211,13 @@ def test_failed_apply_rolls_the_group_back(cluster: Cluster) -> None:
         cluster.apply(OFFICE, bad)
     assert not reaches(cluster, "203.0.113.9")
     assert not any(m["kind"] == "CiliumCIDRGroup" for m in cluster.to_manifests())
+
+
+def test_ipv6_group_cidrs_in_a_dual_stack_cluster(ciliumpy_backend: str) -> None:
+    with Cluster(backend=ciliumpy_backend, dual_stack=True) as cluster:
+        client = {**PODS[0], "status": {"podIPs": [{"ip": "10.244.0.10"}, {"ip": "fd00:10:244::10"}]}}
+        cluster.apply(client, OFFICE, egress_to("office", {"cidrGroupRef": "office"}))
+        assert cluster.check(CLIENT, "2001:db8:1::7", 443).allowed
+        assert not cluster.check(CLIENT, "2001:db8:2::7", 443).allowed
+        # Dual stack: the group's IPv6 CIDR carries the IPv6 world label.
+        assert "reserved:world-ipv6" in cluster.lookup_ip("2001:db8:1::7").labels.strings()

@@ -1,5 +1,6 @@
 """``ciliumpy get cidrgroups``: the command registered as ``"get cidrgroups"`` in
-``ciliumpy.cli.COMMANDS`` (it joins the ``get`` group), run through click's runner."""
+``ciliumpy.cli.COMMANDS`` (it joins the ``get`` group), run as a user runs it and through
+click's runner."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import CLI
 
 from ciliumpy.cli import COMMANDS
 from ciliumpy.cli._root import _load
@@ -45,3 +47,14 @@ def test_get_cidrgroups_lists_groups_with_cidrs_labels_and_identities(tmp_path: 
     assert lines[0].split() == ["NAME", "CIDRS", "LABELS", "IDENTITIES"]
     assert lines[1].split()[:3] == ["lab", "198.51.100.0/24", "<none>"]
     assert lines[2].split()[0] == "2001:db8::/48"  # one CIDR per line, as cilium-dbg lists labels
+
+
+def test_ciliumpy_get_cidrgroups_runs_from_the_command_line(cli: CLI, tmp_path: Path) -> None:
+    path = tmp_path / "groups.yaml"
+    path.write_text(GROUPS)
+    proc = cli("get", "cidrgroups", "-f", str(path), "-o", "wide")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CIDRS", "LABELS", "IDENTITIES", "API", "VERSION"]
+    assert [line.split()[0] for line in lines[1:] if not line.startswith(" ")] == ["lab", "office"]
+    assert "cilium.io/v2alpha1" in proc.stdout
