@@ -110,7 +110,8 @@ class Serving:
         self._servers: dict[str, list[Any]] = {}
         self._grpc: dict[str, list[Any]] = {}
         self._etc: list[Path] = []
-        self._pending: dict[int, tuple[float, _Logged]] = {}
+        # request -> (when decided, its log entry) until the proxy reports the status
+        self._pending: collections.OrderedDict[int, tuple[float, _Logged]] = collections.OrderedDict()
         self.requests = 0  # HTTP requests and DNS queries the proxies judged
         self._world: NetNS | None = None
         self._world_ips: set[IPAddress] = set()
@@ -197,6 +198,8 @@ class Serving:
         entry = _Logged(lambda: [_with_ports(f, info, "TCP") for f in verdict.to_hubble(node_name=NODE_NAME)])
         self.log.append(entry)
         self._pending[id(request)] = (time.monotonic(), entry)
+        while len(self._pending) > 1000:  # requests whose client vanished before the answer
+            self._pending.popitem(last=False)
         return ProxyDecision(verdict.allowed, verdict.l7.reason if verdict.l7 is not None else "")
 
     def _responded(self, info: ConnectionInfo, request: HTTPRequest, decision: ProxyDecision, status: int) -> None:
@@ -416,14 +419,24 @@ class Serving:
                 with contextlib.suppress(Exception):
                     server.stop(0)
         self._grpc.clear()
-        for proxy in self.proxies:
-            if isinstance(proxy, DNSProxyUDP):
-                with contextlib.suppress(Exception):
-                    self.runtime.loop.call_soon_threadsafe(proxy.stop)
+        with contextlib.suppress(Exception):
+            self.runtime.run(self._close_all(), timeout=5)
         self.runtime.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         for folder in list(self._etc):
             self._remove_etc(folder)
+
+    async def _close_all(self) -> None:
+        """Close every listening socket and transport on the loop, before it stops."""
+        for proxy in self.proxies:
+            if isinstance(proxy, DNSProxyUDP):
+                proxy.stop()
+            elif isinstance(proxy, asyncio.Server):
+                proxy.close()
+        for handles in self._servers.values():
+            for handle in handles:
+                handle.close()
+        self._servers.clear()
 
 
 _WORLD_MAC: Final = ("02:00:00:00:ff:fe", "02:00:00:01:ff:fe")  # (world side, node side)

@@ -197,14 +197,19 @@ def test_connect_still_works_on_served_ports(lab: Lab) -> None:
         assert lab.connect(src, FRONTEND, 80).allowed == lab.cluster.check(src, FRONTEND, 80).allowed
 
 
-def test_resolv_conf_is_per_namespace_and_removed(ebpf_available: None) -> None:
+def test_resolv_conf_and_sockets_are_removed_with_the_lab(ebpf_available: None) -> None:
+    import os
+
     with _cluster("ebpf") as cluster:
+        fds = len(os.listdir("/proc/self/fd"))
         with Lab(cluster, serve=True) as lab:
             path = Path("/etc/netns") / lab.namespace(BACKEND) / "resolv.conf"
             assert path.read_text().startswith("nameserver 10.0.0.10\n")
             out = subprocess.run(lab.command(BACKEND, "cat", "/etc/resolv.conf"), capture_output=True, text=True)
             assert out.stdout == path.read_text()
         assert not path.parent.exists()
+        # Every server, proxy and client socket is closed (a socket keeps its namespace alive).
+        assert len(os.listdir("/proc/self/fd")) == fds
 
 
 V6_POLICIES = """
