@@ -199,7 +199,8 @@ class Identity:
 
     @property
     def name(self) -> str:
-        """A short human name: ``world``, ``production/app=web``, ``cidr:10.0.0.0/8``."""
+        """A short human name: ``world``, ``production/app=web``, ``cidr:10.0.0.0/8``,
+        ``cidrgroup:office``."""
         if self._name is None:
             object.__setattr__(self, "_name", self._make_name())
         assert self._name is not None
@@ -212,7 +213,15 @@ class Identity:
             fq = [lbl.key for lbl in self.labels.labels if lbl.source == "fqdn"]
             if fq:
                 return f"fqdn:{','.join(sorted(fq))}"
-            return str(cidr_label(self.cidr)) if self.cidr is not None else str(self.id)
+            if self.cidr is not None:
+                return str(cidr_label(self.cidr))
+            # A CIDR group's prefix without a cidr: label is named by its groups, as Hubble UI does.
+            groups = [
+                lbl.key.partition("/")[2]
+                for lbl in self.labels.labels
+                if lbl.source == "cidrgroup" and lbl.key.startswith("io.cilium.policy.cidrgroupname/")
+            ]
+            return f"cidrgroup:{','.join(sorted(groups))}" if groups else str(self.id)
         ns = self.labels.get(NAMESPACE_KEY, SOURCE_K8S)
         app = [
             f"{lbl.key}={lbl.value}"

@@ -108,6 +108,7 @@ def test_group_cidrs_get_identities_with_the_group_labels(cluster: Cluster) -> N
         "reserved:world",
     }
     assert ident.id & 0xFF000000 == 0x01000000  # a node-local identity, like every CIDR identity
+    assert ident.name == "cidrgroup:office"
     v6 = cluster.lookup_ip("2001:db8:1::7")
     assert f"{NAME_KEY}/office" in v6.labels.strings()
 
