@@ -171,10 +171,15 @@ class Cluster:
         cluster_name: str = "default",
         allow_localhost: bool = True,
         dual_stack: bool = False,
-        policy_enforcement: str = "default",
+        policy_enforcement: str | None = None,
         clock: Any = None,
         dns_min_ttl: int = 0,
+        values: Any = None,
     ) -> None:
+        from ._values import load_values
+
+        self.values = load_values(values)  # Cilium Helm values (see ciliumpy._values)
+        policy_enforcement = policy_enforcement or self.values.policy_enforcement_mode
         if policy_enforcement not in ("default", "always", "never"):
             raise PolicyError("policy_enforcement must be default, always or never", value=policy_enforcement)
         self.config = CompilerConfig(
@@ -998,11 +1003,15 @@ class Cluster:
             request=request,
             service=service,
             time=self.clock.now(),
+            transit=self._transit(packet),
         )
         if not probe:
             self._track_connection(packet, verdict.allowed)
         self.events.emit(verdict)
         return verdict
+
+    def _transit(self, packet: Packet) -> Any:
+        return _encryption_transit(self, packet.src, packet.dst) if self._nodes else None
 
     def _track_connection(self, packet: Packet, allowed: bool) -> None:
         fwd = (packet.protocol, packet.src, packet.dst, packet.sport, packet.dport)
@@ -1267,6 +1276,12 @@ class Resolution:
         else:
             head += f" ({self.reason})"
         return head + "\n" + self.verdict.explain()
+
+
+def _encryption_transit(cluster: Cluster, src: IPAddress, dst: IPAddress) -> Any:
+    from .encryption._transit import transit
+
+    return transit(cluster, src, dst)
 
 
 def _is_hostname(dst: str) -> bool:

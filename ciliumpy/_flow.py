@@ -124,6 +124,8 @@ def _assemble(
         flow["drop_reason"] = int(reason)
     p = v.packet
     flow["IP"] = {"source": str(p.src), "destination": str(p.dst), "ipVersion": f"IPv{p.src.version}"}
+    if v.transit is not None and v.transit.encrypted:
+        flow["IP"]["encrypted"] = True  # flow.proto IP.encrypted: the packet went through WireGuard
     flow["l4"] = _l4(v)
     flow["source"] = _endpoint(v.src)
     flow["destination"] = _endpoint(v.dst)

@@ -107,6 +107,7 @@ class Verdict:
     dns: Any = None  # the Resolution that preceded the connection, for hostname checks
     service: Any = None  # the ServiceTranslation, when the destination was a Service
     time: float | None = None  # when the packet was evaluated (the cluster's clock)
+    transit: Any = None  # ciliumpy.encryption.Transit: nodes crossed, WireGuard (when nodes are declared)
 
     # -- headline fields -----------------------------------------------------------------
     @property
@@ -271,6 +272,8 @@ class Verdict:
         if self.failure is not None:
             lines.insert(1, f"  {self.failure}")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.transit is not None:
+            lines.append(f"  {self.transit.explain()}")
         return "\n".join(line for line in lines if line)
 
     def _accepts(self, hook: HookVerdict) -> Sequence[str]:
