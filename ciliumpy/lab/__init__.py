@@ -10,6 +10,7 @@ root and the eBPF backend (the proxies: the ``lab`` extra); see docs/lab.md.
 
 from ._client import LabHTTPResult, ProxyLimits
 from ._lab import HOST, Lab, LiveResult
+from ._multinode import Capture, MultiNodeLab
 from ._netns import remove_stale
 
-__all__ = ["HOST", "Lab", "LabHTTPResult", "LiveResult", "ProxyLimits", "remove_stale"]
+__all__ = ["HOST", "Capture", "Lab", "LabHTTPResult", "LiveResult", "MultiNodeLab", "ProxyLimits", "remove_stale"]
