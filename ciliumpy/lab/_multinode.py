@@ -251,7 +251,7 @@ class MultiNodeLab:
             if not v4:
                 raise LabError(errno_mod.EINVAL, f"node {name} has no IPv4 InternalIP for the underlay")
             ns = NetNS(self._name(f"n{i}"))
-            entry = _Node(name, ns, v4[0], f"up{i}")  # type: ignore[arg-type]
+            entry = _Node(name, ns, v4[0], f"up{i}")
             self._res.nodes[name] = entry
             ns.sysctl(_NODE_SYSCTLS)
             underlay.ip(
