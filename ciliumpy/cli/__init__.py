@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "check": "check:check",
     "connectivity": "connectivity:connectivity",
     "demo": "demo:demo",
+    "encrypt": "encrypt:encrypt",
     "endpoint": "endpoint:endpoint",
     "fqdn": "fqdn:fqdn",
     "get": "get:get",

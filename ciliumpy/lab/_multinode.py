@@ -27,6 +27,7 @@ import contextlib
 import errno as errno_mod
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -315,7 +316,9 @@ class MultiNodeLab:
     def _start_wireguard(self, node: _Node) -> None:
         # wireguard-go names its UAPI socket after the interface in a directory every
         # namespace shares, so each starts under a name of its own and is renamed after.
-        tmp = f"wg{os.getpid() % 100000}{len([n for n in self._res.nodes.values() if n.wg])}"
+        tmp = f"wg{secrets.token_hex(5)}"  # 12 characters: within IFNAMSIZ, unique per start
+        if (_UAPI_DIR / f"{tmp}.sock").exists():
+            raise LabError(errno_mod.EEXIST, f"a WireGuard UAPI socket {tmp}.sock exists already")
         cmd = ["ip", "netns", "exec", node.netns.name, "wireguard-go", "-f", tmp]
         env = {**os.environ, "WG_PROCESS_FOREGROUND": "1", "LOG_LEVEL": "error"}
         node.wg = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
