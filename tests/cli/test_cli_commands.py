@@ -60,7 +60,7 @@ def test_get_cnp_shows_validity_and_keeps_the_valid_ones(cli: CLI, tmp_path: Pat
 def test_get_pods_and_cilium_endpoints(cli: CLI) -> None:
     pods = cli("get", "pods", "-A", "-f", SEED).stdout.splitlines()
     assert pods[0].split() == ["NAMESPACE", "NAME", "IP", "NODE"]
-    assert ["production", "backend", "10.0.1.20", "<none>"] in [line.split() for line in pods]
+    assert ["production", "backend", "10.0.1.20", "kind-worker2"] in [line.split() for line in pods]
     cep = cli("get", "cep", "-n", "production", "-f", SEED, "-o", "yaml").stdout
     assert "name: backend" in cep and "ingress_enforcement: true" in cep
 
