@@ -66,11 +66,12 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .advisor import advise
     from .reach import contains, diff, equivalent, lint
 
 # Functions of the faces (subpackages built on Cluster), imported on first use so that
 # ``import ciliumpy`` stays light: name -> subpackage.
-_LAZY = {"contains": "reach", "diff": "reach", "equivalent": "reach", "lint": "reach"}
+_LAZY = {"advise": "advisor", "contains": "reach", "diff": "reach", "equivalent": "reach", "lint": "reach"}
 
 
 def __getattr__(name: str) -> Any:
@@ -150,6 +151,7 @@ __all__ = [
     "SystemClock",
     "UnknownEndpointError",
     "Verdict",
+    "advise",
     "contains",
     "diff",
     "equivalent",

@@ -37,6 +37,7 @@ __all__ = [
 #: by the words before the last (``"get cidrgroups"`` joins the ``get`` group), so a group
 #: can grow from another engineer's module. Keep the keys sorted.
 COMMANDS: dict[str, str] = {
+    "advise": "advise:advise",
     "bpf": "bpf:bpf",
     "check": "check:check",
     "connectivity": "connectivity:connectivity",
