@@ -22,6 +22,7 @@ import os
 import select
 import socket
 import struct
+import sys
 import threading
 import warnings
 import weakref
@@ -32,6 +33,7 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 
 from .._datapath import (
+    ID_WORLD,
     Action,
     CTState,
     DatapathResult,
@@ -465,21 +467,37 @@ class _MapContents:
         if upserts:
             L.map_update_batch(self.fd, self._keys(list(upserts)), self._values(list(upserts.values())))
 
-    def sync(self, old: dict[bytes, bytes], new: dict[bytes, bytes], journal: _Journal) -> None:
-        """Make the map go from ``old`` to ``new``; the journal can put ``old`` back."""
+    def sync(
+        self, old: dict[bytes, bytes], new: dict[bytes, bytes], journal: _Journal, *, longest_first: bool = False
+    ) -> None:
+        """Make the map go from ``old`` to ``new``; the journal can put ``old`` back.
+
+        ``longest_first`` (LPM maps with room for old and new at once): upserts before
+        deletes, upserts from the longest prefix down and deletes from the shortest up, so an
+        address goes from its old longest match straight to its new one and never falls
+        back to a shorter prefix (or world) in between.  Otherwise deletes go first, to make
+        room.
+        """
         deletes = [k for k in old if k not in new]
         upserts = {k: v for k, v in new.items() if old.get(k) != v}
         if not deletes and not upserts:
             return
         touched = deletes + list(upserts)
+        if longest_first:
+            journal.push(self._restorer(old, touched))
+            self.write(dict(sorted(upserts.items(), key=lambda kv: -_lpm_length(kv[0]))), [])
+            self.write({}, sorted(deletes, key=_lpm_length))
+            return
+        journal.push(self._restorer(old, touched))
+        self.write(upserts, deletes)
 
+    def _restorer(self, old: dict[bytes, bytes], touched: list[bytes]) -> Callable[[], None]:
         def restore() -> None:
             # Deletes first: they free the room the old entries need.
             self.write({}, [k for k in touched if k not in old])
             self.write({k: old[k] for k in touched if k in old}, [])
 
-        journal.push(restore)
-        self.write(upserts, deletes)
+        return restore
 
 
 # ---------------------------------------------------------------- auth pairs
@@ -975,15 +993,26 @@ class EBPFBackend:
                 outer = self._fd(b"cil_policy")
                 for ep_id in [*staged, *removed]:
                     previous[ep_id] = self._inner_map_fd(ep_id)
+                ipc_old, ipc_new = _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets)
+                # Endpoints whose policy changes while a remote identity it names moves in the
+                # ipcache deny everything until both are done: no hook ever pairs an old policy
+                # with a new identity or the reverse (docs/concurrency.md).
+                locked = _lockdown(old, new, touched, [ep for ep in staged if ep in old.policy])
+                for ep_id in locked:
+                    previous.setdefault(ep_id, self._inner_map_fd(ep_id))
+                journal.push(self._outer_restorer({ep: previous[ep] for ep in [*staged, *locked]}))
                 # One batch per direction: the kernel waits an RCU grace period per syscall on
                 # map-in-map writes (~5 ms measured), so per-endpoint calls would add up.
-                if staged:
-                    journal.push(self._outer_restorer({ep: previous[ep] for ep in staged}))
+                early = [ep for ep in staged if ep not in locked]
+                if early:  # new endpoints' tables come before their addresses become local
                     with self._full(b"cil_policy"):
-                        L.map_update_batch(outer, _u32_array(list(staged)), _u32_array([f.fd for f in staged.values()]))
+                        L.map_update_batch(outer, _u32_array(early), _u32_array([staged[ep].fd for ep in early]))
+                if locked:
+                    L.map_delete_batch(outer, _u32_array(locked))
                 with self._full(b"cil_ipcache"):
+                    room = self._capacity[b"cil_ipcache"] - len(old.ipcache)
                     _MapContents(self._fd(b"cil_ipcache"), S.IpcacheKey, S.IpcacheEntry).sync(
-                        _ipcache_bytes(old, touched.nets), _ipcache_bytes(new, touched.nets), journal
+                        ipc_old, ipc_new, journal, longest_first=len(ipc_new) <= room
                     )
                 with self._full(b"cil_lxc"):
                     _MapContents(self._fd(b"cil_lxc"), S.EndpointKey, S.EndpointInfo).sync(
@@ -991,6 +1020,10 @@ class EBPFBackend:
                     )
                 if new.services is not old.services:
                     self._sync_services(old.services, new.services, journal)
+                if locked:
+                    fds = [staged[ep].fd if ep in staged else _owned(previous[ep]).fd for ep in locked]
+                    with self._full(b"cil_policy"):
+                        L.map_update_batch(outer, _u32_array(locked), _u32_array(fds))
                 if removed:
                     journal.push(self._outer_restorer({ep: previous[ep] for ep in removed}))
                     L.map_delete_batch(outer, _u32_array(removed))
@@ -1306,6 +1339,51 @@ def _is_event_of(event: DatapathEvent, packet: Packet) -> bool:
     if (event.src, event.dst, event.protocol) != (packet.src, packet.dst, packet.protocol):
         return False
     return not packet.carries_ports or packet.is_icmp or (event.sport, event.dport) == (packet.sport, packet.dport)
+
+
+def _lpm_length(key: bytes) -> int:
+    """The prefix length of an LPM trie key (its first field, a host-order u32)."""
+    return int.from_bytes(key[:4], sys.byteorder)
+
+
+def _owned(fd: L.OwnedFd | None) -> L.OwnedFd:
+    assert fd is not None  # a locked endpoint had a table before the update
+    return fd
+
+
+def _covering(table: Mapping[IPNetwork, int], net: IPNetwork) -> int:
+    """The identity of ``net``'s longest match in an ipcache table (world when none)."""
+    for plen in range(net.prefixlen, -1, -1):
+        found = table.get(net.supernet(new_prefix=plen) if plen != net.prefixlen else net)
+        if found is not None:
+            return found
+    return ID_WORLD
+
+
+def _lockdown(old: _State, new: _State, touched: _Touched, changed: list[int]) -> list[int]:
+    """Endpoints whose policy changes and names an identity that addresses move from or to.
+
+    Their table swap and the ipcache writes are two steps a hook could see apart (a new
+    table judging an address by its old identity, or the reverse), so they hold no table
+    (deny all) until both are done.  Other endpoints cannot be caught in between: a hook
+    judges one remote address, whose identity changes in one write, by one table.
+    """
+    if not changed:
+        return []
+    moved: set[int] = set()
+    for net in touched.nets:
+        if old.ipcache.get(net) != new.ipcache.get(net):
+            before, after = _covering(old.ipcache, net), _covering(new.ipcache, net)
+            if before != after:
+                moved.update((before, after))
+    if not moved:
+        return []
+
+    def names_moved(table: Mapping[bytes, bytes]) -> bool:
+        # sec_label, the policy key's second u32
+        return any(int.from_bytes(k[4:8], sys.byteorder) in moved for k in table)
+
+    return [ep for ep in changed if names_moved(old.policy[ep]) or names_moved(new.policy[ep])]
 
 
 def _u32_array(values: list[int]) -> ctypes.Array[ctypes.c_uint32]:
