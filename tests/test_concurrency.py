@@ -193,20 +193,28 @@ def test_readers_never_see_a_half_applied_policy_set(ciliumpy_backend: str, fast
             assert cluster.map_state("t/b") == base_only[0]
 
 
-def test_concurrent_writers_leave_the_state_of_the_last_one(ciliumpy_backend: str, fast_switching: None) -> None:
+def test_concurrent_writers_are_serialised(ciliumpy_backend: str, fast_switching: None) -> None:
+    other = EXTRA.replace("name: extra-", "name: other-")
     with Cluster.from_manifests(PODS, BASE, backend=ciliumpy_backend) as cluster:
         barrier = threading.Barrier(2)
 
-        def toggler() -> None:
-            barrier.wait()
-            for _ in range(TOGGLES):
-                cluster.apply(EXTRA)
-                cluster.delete(EXTRA)
+        def toggler(doc: str) -> Callable[[], None]:
+            def run() -> None:
+                barrier.wait()
+                for _ in range(TOGGLES):
+                    cluster.apply(doc)
+                    cluster.delete(doc)
 
-        errors = run_threads(toggler, [lambda _done: toggler()])
+            return run
+
+        errors = run_threads(toggler(EXTRA), [lambda _done: toggler(other)()])
         assert errors == []
+        assert sorted(p.name for p in cluster.policies) == ["a-out", "b-in"]
+        with Cluster.from_manifests(PODS, BASE, backend=ciliumpy_backend) as fresh:
+            assert cluster.map_state("t/b") == fresh.map_state("t/b")
+            assert set(cluster.ipcache()) == set(fresh.ipcache())
         assert not cluster.check("t/a", "t/b", 443).allowed
-        cluster.apply(EXTRA)
+        cluster.apply(other)
         assert cluster.check("t/a", "t/b", 443).allowed
 
 
