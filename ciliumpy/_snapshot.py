@@ -219,7 +219,7 @@ class Snapshot:
         if _ignored(kind, api):
             if self.strict:
                 raise PolicyError(
-                    "kind does not bear on network policy (strict loading rejects it)",
+                    "does not bear on network policy; strict loading rejects it",
                     document=where,
                     line=self.line_of(data, "kind"),
                     field="kind",

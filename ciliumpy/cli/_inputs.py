@@ -30,6 +30,7 @@ class Inputs:
 
     paths: list[str] = attrs.Factory(list)
     recursive: bool = False
+    strict: bool = False
     values: str | None = None
     backend: str | None = None
 
@@ -45,6 +46,8 @@ class Inputs:
         kwargs: dict[str, Any] = {}
         if self.recursive:
             kwargs["recursive"] = True
+        if self.strict:
+            kwargs["strict"] = True
         if self.values is not None:
             accepted = {
                 *inspect.signature(Cluster.from_manifests).parameters,
@@ -69,6 +72,11 @@ def _set_recursive(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         _inputs(ctx).recursive = True
 
 
+def _set_strict(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        _inputs(ctx).strict = True
+
+
 def _set_values(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value is not None:
         _inputs(ctx).values = value
@@ -80,7 +88,7 @@ def _set_backend(ctx: click.Context, _param: click.Parameter, value: str | None)
 
 
 def input_options(func: F) -> F:
-    """Give a command (or group) ``-f PATH`` (repeatable), ``-R``, ``--values FILE`` and ``--backend``.
+    """Give a command (or group) ``-f PATH`` (repeatable), ``-R``, ``--strict``, ``--values FILE``, ``--backend``.
 
     The command reads them with :func:`pass_inputs`; ``Inputs.cluster()`` builds the cluster.
     """
@@ -103,6 +111,14 @@ def input_options(func: F) -> F:
             expose_value=False,
             callback=_set_recursive,
             help="Read directories given with -f recursively.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            default=False,
+            expose_value=False,
+            callback=_set_strict,
+            help="Reject kinds that do not bear on network policy instead of skipping them.",
         ),
         click.option(
             "--values",

@@ -76,20 +76,20 @@ def load_checked(inputs: Inputs, extra: Sequence[str] = ()) -> tuple[Cluster, li
     others = [d for d in docs if _meta(d)[0] not in POLICY_KINDS]
     cluster = Cluster(backend=inputs.backend)
     try:
-        cluster.apply(*others)
+        cluster.apply(*others, strict=inputs.strict)
     except PolicyError:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # already shown by the first attempt
             for doc in others:
                 try:
-                    cluster.apply(doc)
+                    cluster.apply(doc, strict=inputs.strict)
                 except PolicyError as exc:
                     errors.extend(exc.errors)
     states = []
     for doc in policies:
         kind, namespace, name = _meta(doc)
         try:
-            cluster.apply(doc)
+            cluster.apply(doc, strict=inputs.strict)
             problems: tuple[PolicyError, ...] = ()
         except PolicyError as exc:
             problems = exc.errors

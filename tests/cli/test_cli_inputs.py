@@ -33,6 +33,12 @@ def test_recursive_directories_workload_refs_and_skipped_kinds(cli: CLI, tmp_pat
     flat = cli("check", "-f", app, "shop/deploy/web", "shop/deployment/web", "http")
     assert flat.returncode == 0, flat.stderr
     assert flat.stderr == ("ciliumpy: warning: skipped objects that do not bear on network policy: ConfigMap (1)\n")
+    strict = cli("check", "--strict", "-f", app, "shop/deploy/web", "shop/deployment/web", "http")
+    assert strict.returncode == 2
+    assert strict.stderr == (
+        f"ciliumpy: error: {app}/cm.yaml:2: kind: does not bear on network policy; "
+        "strict loading rejects it (got 'ConfigMap')\n"
+    )
     deep = cli("check", "-R", "-f", app, "shop/deploy/web", "shop/deployment/web", "http")
     assert deep.returncode == 1
     assert deep.stdout.splitlines()[0] == "shop/deploy/web -> shop/deployment/web TCP/http: DROPPED (133 Policy denied)"
