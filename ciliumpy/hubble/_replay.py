@@ -46,9 +46,11 @@ class _Endpoint(msgspec.Struct):
     ID: int = 0
     identity: int = 0
     namespace: str = ""
-    labels: list[str] = []
+    # Kept as raw JSON and parsed once per distinct endpoint: most of a line's bytes are
+    # labels, and flows repeat their endpoints.
+    labels: msgspec.Raw = msgspec.Raw(b"[]")
     pod_name: str = ""
-    workloads: list[_Workload] = []
+    workloads: msgspec.Raw = msgspec.Raw(b"[]")
 
 
 class _IP(msgspec.Struct):
@@ -179,11 +181,25 @@ def _peer_text(p: Peer, names: Sequence[str] = ()) -> str:
 _SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
 
 
+_PEERS: dict[tuple[str, str, int, str, bytes, bytes], Peer] = {}
+_LIST_OF_STR = msgspec.json.Decoder(list[str])
+_WORKLOADS = msgspec.json.Decoder(list[_Workload])
+
+
 def _peer(ep: _Endpoint | None, ip: str) -> Peer:
     if ep is None:
         return ("", "", (), 0, ip, "")
-    workload = ep.workloads[0].name if ep.workloads else (_SHORT_POD.sub(r"\1", ep.pod_name) if ep.pod_name else "")
-    return (ep.namespace, ep.pod_name, tuple(ep.labels), ep.identity, ip, workload)
+    key = (ep.namespace, ep.pod_name, ep.identity, ip, bytes(ep.labels), bytes(ep.workloads))
+    found = _PEERS.get(key)
+    if found is None:
+        if len(_PEERS) > 200_000:
+            _PEERS.clear()
+        labels = tuple(_LIST_OF_STR.decode(ep.labels))
+        workloads = _WORKLOADS.decode(ep.workloads)
+        pod = ep.pod_name
+        workload = workloads[0].name if workloads else (_SHORT_POD.sub(r"\1", pod) if pod else "")
+        found = _PEERS[key] = (ep.namespace, pod, labels, ep.identity, ip, workload)
+    return found
 
 
 def _observation(index: int, f: _Flow | _Line) -> Observation:
@@ -251,6 +267,9 @@ def read_observations(source: Any, *, errors: str = "raise") -> Iterator[Observa
         yield from _decode_lines(source, getattr(source, "name", None), errors)
         return
     items = list(source) if not isinstance(source, list) else source
+    if items and isinstance(items[0], Observation):
+        yield from items
+        return
     if items and isinstance(items[0], Flow):
         for i, flow in enumerate(items, 1):
             yield _observation(i, msgspec.convert(flow.to_response(), _Line).flow or _Flow())
