@@ -445,9 +445,13 @@ class ConnectionSet:
         return self._l7
 
     def text(self) -> str:
-        """``TCP 80,8080-8090; UDP 53`` (``All`` when every port of every protocol is open)."""
+        """``TCP 80,8080-8090; UDP 53`` (``all`` when every port of every protocol is open)."""
         if not self.segments:
             return "none"
+        if all(
+            self.ports.get(name) == ((0, _LAST_ICMP_TYPE if name == "ICMP" else _LAST_PORT),) for name in PROTOCOL_NAMES
+        ):
+            return "all"
         parts = []
         for name in PROTOCOL_NAMES:
             ranges = self.ports.get(name)

@@ -324,6 +324,11 @@ class Reachability:
         """Every node: endpoints (``ns/name``, sorted) then external peers."""
         return list(self._node_attrs)
 
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoint nodes (``ns/name``), sorted."""
+        return [n for n, a in self._node_attrs.items() if a["kind"] == "endpoint"]
+
     def connections(self, src: str, dst: str) -> ConnectionSet:
         """The connections ``src`` may open to ``dst`` (graph node names), empty if none."""
         self._unit(src)
@@ -736,6 +741,7 @@ class Reachability:
         if graph.number_of_edges() <= 60:
             labels = {(s, d): a["connections"].text() for s, d, a in graph.edges(data=True)}
             nx.draw_networkx_edge_labels(graph, pos, edge_labels=labels, ax=ax, font_size=7)
+        ax.margins(0.12)  # room for the labels of nodes on the rim
         ax.set_axis_off()
         ax.set_title(self._title())
         return ax
