@@ -49,7 +49,7 @@ def test_the_same_manifests_are_equivalent_and_diff_is_empty() -> None:
     assert not ciliumpy.diff(a, b)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cst.cluster_specs(min_endpoints=2, max_endpoints=4, max_policies=2), st.data())
 def test_every_diff_witness_is_decided_differently_by_check(spec: Any, data: st.DataObject) -> None:
     before = spec.build()

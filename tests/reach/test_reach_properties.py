@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ciliumpy import Cluster
 from ciliumpy import strategies as cst
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _HTTP = st.none() | st.fixed_dictionaries(
     {"method": st.sampled_from(("GET", "POST")), "path": st.sampled_from(("/", "/api/v1", "/health", "/public/x"))}
