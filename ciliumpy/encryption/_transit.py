@@ -145,72 +145,36 @@ def transit(cluster: Cluster, src: IPAddress | str, dst: IPAddress | str) -> Tra
         a_node = b_node  # the host address: the node the other side is on
     if b is not None and b.node is None and b.is_node:
         b_node = a_node
-    values: Any = cluster.values
-    enc = values.encryption
+    enc: Any = cluster.values.encryption
+
+    def result(crossed: bool, encrypted: bool, reason: str) -> Transit:
+        return Transit(
+            src_node=a_node,
+            dst_node=b_node,
+            crossed_nodes=crossed,
+            encrypted=encrypted,
+            interface=INTERFACE if encrypted else None,
+            reason=reason,
+        )
+
     if a is None or b is None:
-        return Transit(
-            src_node=a_node,
-            dst_node=b_node,
-            crossed_nodes=False,
-            encrypted=False,
-            reason="one end is outside the cluster; WireGuard peers only cover cluster nodes",
-        )
+        return result(False, False, "one end is outside the cluster; WireGuard peers only cover cluster nodes")
     if a_node is None or b_node is None:
-        return Transit(
-            src_node=a_node,
-            dst_node=b_node,
-            crossed_nodes=False,
-            encrypted=False,
-            reason="a pod without spec.nodeName has no node to place it on",
-        )
+        return result(False, False, "a pod without spec.nodeName has no node to place it on")
     if a_node == b_node:
-        return Transit(
-            src_node=a_node,
-            dst_node=b_node,
-            crossed_nodes=False,
-            encrypted=False,
-            reason="both ends are on the same node, and same-node traffic is never encrypted",
-        )
+        return result(False, False, "both ends are on the same node, and same-node traffic is never encrypted")
     if not enc.wireguard:
         state = f"encryption type {enc.type}" if enc.enabled else "encryption is disabled"
-        return Transit(
-            src_node=a_node,
-            dst_node=b_node,
-            crossed_nodes=True,
-            encrypted=False,
-            reason=f"{state} (Helm encryption.enabled / encryption.type=wireguard)",
-        )
+        return result(True, False, f"{state} (Helm encryption.enabled / encryption.type=wireguard)")
     if a.is_node or b.is_node:
         if not enc.node_encryption:
-            return Transit(
-                src_node=a_node,
-                dst_node=b_node,
-                crossed_nodes=True,
-                encrypted=False,
-                reason="a node address is involved and encryption.nodeEncryption is off (pod traffic only)",
+            return result(
+                True, False, "a node address is involved and encryption.nodeEncryption is off (pod traffic only)"
             )
         for side, node in ((a, a_node), (b, b_node)):
             if side.is_node and _opted_out(cluster, node, enc.opt_out_labels):
-                return Transit(
-                    src_node=a_node,
-                    dst_node=b_node,
-                    crossed_nodes=True,
-                    encrypted=False,
-                    reason=f"node {node} opts out of node encryption (labels match {enc.opt_out_labels!r})",
+                return result(
+                    True, False, f"node {node} opts out of node encryption (labels match {enc.opt_out_labels!r})"
                 )
-        return Transit(
-            src_node=a_node,
-            dst_node=b_node,
-            crossed_nodes=True,
-            encrypted=True,
-            interface=INTERFACE,
-            reason="node encryption is on, so node addresses are in the peers' allowed IPs",
-        )
-    return Transit(
-        src_node=a_node,
-        dst_node=b_node,
-        crossed_nodes=True,
-        encrypted=True,
-        interface=INTERFACE,
-        reason=f"pod traffic between nodes; {dst_ip} is an allowed IP of node {b_node}'s peer",
-    )
+        return result(True, True, "node encryption is on, so node addresses are in the peers' allowed IPs")
+    return result(True, True, f"pod traffic between nodes; {dst_ip} is an allowed IP of node {b_node}'s peer")

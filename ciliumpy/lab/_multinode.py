@@ -470,7 +470,7 @@ class MultiNodeLab:
         )
         elapsed = time.monotonic() - started
         events = tuple(_flow_events(self.backend.drain_events(), proto, src_ip, dst_ip, outcome.sport, port))
-        return LiveResult(
+        result = LiveResult(
             src=src,
             dst=dst,
             protocol=proto,
@@ -484,6 +484,8 @@ class MultiNodeLab:
             elapsed=elapsed,
             events=events,
         )
+        self.cluster.events.emit(result)  # its ring-buffer events become Hubble flows, as Lab's
+        return result
 
     def command(self, who: str, *argv: str) -> list[str]:
         """``argv`` prefixed to run in pod ``who``'s namespace (or node ``who``'s)."""

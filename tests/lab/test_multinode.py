@@ -83,6 +83,12 @@ def test_pod_traffic_between_nodes_goes_through_wireguard_only(wg_lab: MultiNode
     assert not any(b"10.244." in f.data for f in ip_frames)  # inner addresses are encrypted too
     check = wg_lab.cluster.check("prod/web", "prod/db", 5432)
     assert check.transit.encrypted and check.allowed == tcp.allowed
+    # The exchanges' datapath events reached the cluster's Hubble flow store, from both nodes.
+    seen = {
+        (f.to_dict()["source"].get("pod_name"), f.to_dict()["destination"].get("pod_name"))
+        for f in wg_lab.cluster.observe(from_pod="prod/web", to_pod="prod/db", port=5432)
+    }
+    assert ("web", "db") in seen
 
 
 def test_tunnels_use_the_models_keys_and_allowed_ips(wg_lab: MultiNodeLab) -> None:
