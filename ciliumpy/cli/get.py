@@ -74,8 +74,14 @@ def _policy_command(name: str, kind: str, aliases: str, namespaced: bool) -> cli
     @input_options
     @pass_inputs
     def command(inputs: Inputs, output: str, namespace: str = "default", all_namespaces: bool = False) -> None:
-        cluster, states, _ = load_checked(inputs)
+        cluster, states, errors = load_checked(inputs)
         cluster.close()
+        # Problems outside the listed policies (a file that does not parse, a broken Pod)
+        # would otherwise hide silently: say them, as the agent logs them.
+        listed = {id(e) for state in states for e in state.errors}
+        for err in errors:
+            if id(err) not in listed:
+                sys.stderr.write(f"ciliumpy: warning: {err}\n")
         records = _policy_records(states, kind)
         if namespaced:
             records = _scope(records, namespace, all_namespaces, "resources")
