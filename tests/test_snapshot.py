@@ -321,3 +321,87 @@ def test_host_network_pods_are_not_endpoints_and_speak_as_their_node() -> None:
     # As a destination it is not enforced by policy (no endpoint).
     assert cluster.check("shop/web", "mon/twin", 9100).allowed
     assert cluster.lookup_ip("192.168.1.12").id == 6
+
+
+def test_kubectl_get_all_output_of_a_cluster() -> None:
+    # What `kubectl get ns,pods,nodes,svc,deploy,sts,ds,rs,job,cronjob,netpol -A -o yaml` writes:
+    # one List, controllers next to the pods they made, a DaemonSet on the host network.
+    def meta(name: str, ns: str | None = None, owner: tuple[str, str] | None = None, **labels: str) -> dict:
+        out: dict = {"name": name, "labels": labels}
+        if ns:
+            out["namespace"] = ns
+        if owner:
+            out["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "controller": True}]
+        return out
+
+    template = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "w", "image": "w"}]}}
+    agent = {"metadata": {"labels": {"app": "agent"}}, "spec": {"hostNetwork": True, "containers": [{"name": "a"}]}}
+    db = {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "d", "image": "d"}]}}
+
+    def pod(name: str, owner: tuple[str, str], node: str, ip: str, labels: dict, host: bool = False) -> dict:
+        spec = {"nodeName": node, "containers": [{"name": "c", "image": "c"}], "hostNetwork": host}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta(name, "shop", owner, **labels),
+            "spec": spec,
+            "status": {"podIP": ip},
+        }
+
+    items = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": meta("shop")},
+        *(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": meta(n),
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+            }
+            for n, ip in (("n1", "192.168.0.1"), ("n2", "192.168.0.2"))
+        ),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta("web", "shop"),
+            "spec": {"replicas": 2, "template": template},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": meta("web-6b9f8", "shop", ("Deployment", "web")),
+            "spec": {"replicas": 2, "template": template},
+        },
+        pod("web-6b9f8-a1", ("ReplicaSet", "web-6b9f8"), "n1", "10.244.1.2", {"app": "web"}),
+        pod("web-6b9f8-b2", ("ReplicaSet", "web-6b9f8"), "n2", "10.244.2.2", {"app": "web"}),
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta("agent", "shop"), "spec": {"template": agent}},
+        pod("agent-x1", ("DaemonSet", "agent"), "n1", "192.168.0.1", {"app": "agent"}, host=True),
+        pod("agent-x2", ("DaemonSet", "agent"), "n2", "192.168.0.2", {"app": "agent"}, host=True),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": meta("db", "shop"),
+            "spec": {"replicas": 1, "template": db},
+        },
+        pod("db-0", ("StatefulSet", "db"), "n2", "10.244.2.3", {"app": "db"}),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta("db", "shop"),
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "db"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+            },
+        },
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped: every kind here is read
+        cluster = Cluster.from_manifests({"apiVersion": "v1", "kind": "List", "items": items})
+    assert sorted(cluster.endpoints) == ["shop/db-0", "shop/web-6b9f8-a1", "shop/web-6b9f8-b2"]
+    assert sorted(cluster.host_network_pods) == ["shop/agent-x1", "shop/agent-x2"]
+    assert cluster.endpoints["shop/web-6b9f8-a1"].owners == (("ReplicaSet", "web-6b9f8"), ("Deployment", "web"))
+    assert cluster.check("shop/deployment/web", "shop/statefulset/db", 5432).allowed
+    assert cluster.check("shop/rs/web-6b9f8", "shop/sts/db", 5432).allowed
+    # The DaemonSet's pods act as their nodes: agent-x2 shares db-0's node (host), agent-x1 not.
+    assert not cluster.check("shop/agent-x1", "shop/db-0", 5432).allowed
+    assert cluster.check("shop/agent-x2", "shop/db-0", 5432).allowed
+    assert cluster.check("shop/daemonset/agent", "shop/web-6b9f8-a1", 80).src.identity == 1
