@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableSet
@@ -1184,18 +1185,22 @@ class EBPFBackend:
     def poll_events(self, timeout_ms: int = 100) -> list[DatapathEvent]:
         """Wait up to ``timeout_ms`` for flow events (live traffic), then return them all.
 
-        The wait holds no lock: test runs and map updates of other threads go on meanwhile.
+        The wait holds no lock: test runs and map updates of other threads go on meanwhile
+        (their own events, read by them, do not end the wait).
         """
-        with self._lock:
-            self._live_obj()
-            if self._backlog:
-                return self.drain_events()
-            epoll_fd = int(L.library().ring_buffer__epoll_fd(self._kernel.rb))
-        # Only readiness is asked; the records are read under the lock below.
-        poller = select.poll()
-        poller.register(epoll_fd, select.POLLIN)
-        poller.poll(max(0, timeout_ms))
-        return self.drain_events()
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        while True:
+            with self._lock:
+                self._live_obj()
+                events = self.drain_events()
+                epoll_fd = int(L.library().ring_buffer__epoll_fd(self._kernel.rb))
+            left = deadline - time.monotonic()
+            if events or left <= 0:
+                return events
+            # Only readiness is asked; the records are read under the lock above.
+            poller = select.poll()
+            poller.register(epoll_fd, select.POLLIN)
+            poller.poll(max(1, int(left * 1000)))
 
     def _consume(self) -> None:
         """Move every record of the ring buffer into ``pending`` (caller holds the lock)."""
