@@ -329,3 +329,55 @@ def test_backend_evaluations_from_many_threads_each_get_their_own_verdict(cilium
         errors = run_threads(lambda: None, [reader(n) for n in range(4)])
         assert errors == []
         assert all(s == expected * 40 for s in seen)
+
+
+DNS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+status: {podIP: 10.244.0.53}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: a-dns, namespace: t}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  egress:
+  - toEndpoints: [{matchLabels: {k8s:io.kubernetes.pod.namespace: kube-system, k8s-app: kube-dns}}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}], rules: {dns: [{matchPattern: "*"}]}}]
+  - toFQDNs: [{matchName: api.example.com}]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+"""
+
+
+# learned by the DNS proxy and selected by toFQDNs / learned but not selected / a name
+FQDN_FLOWS = [("203.0.113.7", "FORWARDED"), ("198.18.0.8", "DROPPED"), ("api.example.com", "FORWARDED")]
+
+
+def test_names_learned_by_one_thread_are_seen_whole_by_others(ciliumpy_backend: str, fast_switching: None) -> None:
+    from ciliumpy._fqdn import ManualClock
+
+    with Cluster.from_manifests(PODS, DNS, backend=ciliumpy_backend, clock=ManualClock(1000.0)) as cluster:
+        cluster.add_dns_records({"api.example.com": ["203.0.113.7"], "www.example.com": ["198.18.0.8"]}, ttl=3600)
+        assert cluster.resolve("t/a", "api.example.com").learned
+        bad: list[str] = []
+
+        def writer() -> None:
+            for i in range(TOGGLES):
+                cluster.resolve("t/a", "www.example.com" if i % 2 else "api.example.com")
+                cluster.apply(EXTRA)
+                cluster.delete(EXTRA)
+
+        def checker(done: threading.Event) -> None:
+            for i in range(READS_PER_READER // 4):
+                if done.is_set() and i > 20:
+                    return
+                for dst, want in FQDN_FLOWS:
+                    got = cluster.check("t/a", dst, 443)
+                    assert not isinstance(got, list)
+                    if got.verdict != want:
+                        bad.append(f"t/a -> {dst}:443 was {got.verdict}")
+
+        errors = run_threads(writer, [checker, checker])
+        assert errors == []
+        assert bad == []
