@@ -51,27 +51,37 @@ def cluster() -> Iterator[Cluster]:
         yield c
 
 
-@given(
-    ref=REFS,
-    labels=st.one_of(ANY_VALUE, st.dictionaries(st.text(max_size=70), st.text(max_size=70) | ANY_VALUE, max_size=3)),
-    ips=st.one_of(ANY_VALUE, st.lists(ADDRESSES, max_size=3)),
-    ports=st.one_of(
-        ANY_VALUE,
-        st.lists(
-            st.tuples(st.none() | st.text(max_size=16), st.integers(-5, 70000) | ANY_VALUE, st.text(max_size=5)),
-            max_size=2,
+_GOOD_REFS = st.sampled_from(["d/b", "d/c", "d/" + "a" * 63, "kube-system/x", "d/a.b"])
+_ENDPOINT_WELL_TYPED = st.fixed_dictionaries(
+    {
+        "ref": st.one_of(_GOOD_REFS, REFS.filter(lambda r: isinstance(r, str))),
+        "labels": st.dictionaries(st.text(max_size=70), st.text(max_size=70), max_size=3),
+        "ips": st.lists(ADDRESSES.filter(lambda a: isinstance(a, str)), max_size=3),
+        "ports": st.lists(
+            st.tuples(st.none() | st.text(max_size=16), st.integers(-5, 70000), st.text(max_size=5)), max_size=2
         ),
-    ),
-    service_account=st.one_of(st.just("default"), ANY_VALUE),
+        "service_account": st.one_of(st.just("default"), st.text(max_size=20)),
+    }
 )
+_ENDPOINT_ANY_TYPED = st.fixed_dictionaries(
+    {
+        "ref": REFS,
+        "labels": st.one_of(ANY_VALUE, st.dictionaries(st.text(max_size=70), ANY_VALUE, max_size=3)),
+        "ips": st.one_of(ANY_VALUE, st.lists(ADDRESSES, max_size=3)),
+        "ports": st.one_of(ANY_VALUE, st.lists(st.tuples(ANY_VALUE, ANY_VALUE, ANY_VALUE), max_size=2)),
+        "service_account": ANY_VALUE,
+    }
+)
+
+
+# Mostly well-typed arguments (the value checks are what is worth reaching), sometimes any.
+@given(st.one_of(_ENDPOINT_WELL_TYPED, _ENDPOINT_WELL_TYPED, _ENDPOINT_WELL_TYPED, _ENDPOINT_ANY_TYPED))
 @fuzz_settings(80)
-def test_add_endpoint_arguments_give_only_ciliumpy_or_type_errors(
-    ref: Any, labels: Any, ips: Any, ports: Any, service_account: Any
-) -> None:
+def test_add_endpoint_arguments_give_only_ciliumpy_or_type_errors(kwargs: dict[str, Any]) -> None:
     def call() -> None:
         with Cluster() as c:
             c.add_endpoint("d/other", ips=["10.1.0.9"])
-            c.add_endpoint(ref, labels=labels, ips=ips, ports=ports, service_account=service_account)
+            c.add_endpoint(**kwargs)
 
     only_ciliumpy_errors("api-add-endpoint", call, type_errors=True)
 
@@ -86,21 +96,19 @@ def test_add_namespace_arguments_give_only_ciliumpy_or_type_errors(name: Any, la
     only_ciliumpy_errors("api-add-namespace", call, type_errors=True)
 
 
-@given(
-    src=PEERS,
-    dst=PEERS,
-    port=st.one_of(
-        st.integers(-10, 70000), st.integers(0, 300), st.sampled_from([300, 256, 65536, "80", "x", "http"]), ANY_VALUE
-    ),
-    protocol=st.one_of(
-        st.sampled_from(["TCP", "udp", "ICMP", "ICMPv6", "SCTP"]), st.sampled_from(["GRE", "", "icmpv4"]), ANY_VALUE
-    ),
+_CHECK_WELL_TYPED = st.tuples(
+    st.one_of(_GOOD_PEERS, _ODD_PEERS, st.text(max_size=20)),
+    st.one_of(_GOOD_PEERS, _ODD_PEERS, st.text(max_size=20)),
+    st.one_of(st.integers(-10, 70000), st.integers(0, 300), st.sampled_from(["80", "x", "http"])),
+    st.sampled_from(["TCP", "udp", "ICMP", "ICMPv6", "SCTP", "GRE", "", "icmpv4"]),
 )
+_CHECK_ANY_TYPED = st.tuples(PEERS, PEERS, st.one_of(st.integers(-10, 70000), ANY_VALUE), ANY_VALUE)
+
+
+@given(st.one_of(_CHECK_WELL_TYPED, _CHECK_WELL_TYPED, _CHECK_WELL_TYPED, _CHECK_ANY_TYPED))
 @fuzz_settings(120)
-def test_check_arguments_give_only_ciliumpy_or_type_errors(
-    cluster: Cluster, src: Any, dst: Any, port: Any, protocol: Any
-) -> None:
-    only_ciliumpy_errors("api-check", lambda: cluster.check(src, dst, port, protocol), type_errors=True)
+def test_check_arguments_give_only_ciliumpy_or_type_errors(cluster: Cluster, args: tuple[Any, ...]) -> None:
+    only_ciliumpy_errors("api-check", lambda: cluster.check(*args), type_errors=True)
 
 
 def _header(qdcount: int = 1, flags: int = 0x0100) -> bytes:
@@ -165,9 +173,18 @@ NAMES = st.one_of(
 )
 
 
-@given(name=NAMES, qtype=st.one_of(st.sampled_from(["A", "AAAA", "TXT", "ANY", "BOGUS", "a"]), ANY_VALUE))
+_QTYPES = st.sampled_from(["A", "AAAA", "TXT", "ANY", "BOGUS", "a"])
+_STR_NAMES = NAMES.filter(lambda n: isinstance(n, str))
+
+
+@given(
+    st.one_of(
+        st.tuples(_STR_NAMES, _QTYPES), st.tuples(_STR_NAMES, _QTYPES), st.tuples(NAMES, st.one_of(_QTYPES, ANY_VALUE))
+    )
+)
 @fuzz_settings(60)
-def test_resolve_arguments_give_only_ciliumpy_or_type_errors(dns_cluster: Cluster, name: Any, qtype: Any) -> None:
+def test_resolve_arguments_give_only_ciliumpy_or_type_errors(dns_cluster: Cluster, args: tuple[Any, Any]) -> None:
+    name, qtype = args
     only_ciliumpy_errors("api-resolve", lambda: dns_cluster.resolve("d/a", name, qtype), type_errors=True)
 
 
