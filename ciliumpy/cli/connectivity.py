@@ -1,7 +1,7 @@
 """``ciliumpy connectivity test``: cilium-cli's connectivity test, on the chosen backend.
 
-A standard topology in namespace ``cilium-test`` (``client``, ``client2``, ``echo-same-node``,
-``echo-other-node``, a cluster DNS, addresses in the world) and policy scenarios in the
+A standard topology in namespace ``cilium-test`` (``client``, ``client2``, ``echo-same-node``
+behind a Service, ``echo-other-node``, a cluster DNS, addresses in the world) and policy scenarios in the
 spirit of cilium-cli's: each applies its policies, runs its actions (connections, HTTP
 requests, DNS lookups) and compares every verdict with the expected one. Prints a summary
 like cilium-cli's and, with ``--junit-file``, JUnit XML for CI systems. Exit status 1 when an
@@ -53,6 +53,16 @@ TOPOLOGY: list[dict[str, Any]] = [
     _pod("echo-other-node", {"kind": "echo", "name": "echo-other-node"}, "node-2", "10.244.2.20", ECHO_PORTS),
     {
         "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo-same-node", "namespace": NS},
+        "spec": {
+            "selector": {"name": "echo-same-node"},
+            "clusterIP": "10.96.0.20",
+            "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
+        },
+    },
+    {
+        "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "coredns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
         "spec": {"nodeName": "node-1", "containers": [{"name": "coredns", "image": "coredns"}]},
@@ -64,6 +74,7 @@ TOPOLOGY: list[dict[str, Any]] = [
 DNS_RECORDS = {"one.one.one.one": ["1.1.1.1"], "example.com": ["93.184.215.14"]}
 
 CLIENT, CLIENT2 = f"{NS}/client", f"{NS}/client2"
+ECHO_SERVICE = f"{NS}/svc/echo-same-node"
 ECHO_SAME, ECHO_OTHER = f"{NS}/echo-same-node", f"{NS}/echo-other-node"
 
 
@@ -117,6 +128,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         (),
         (
             *_pod_to_pod(True, True),
+            Action("client-to-echo-service", CLIENT, ECHO_SERVICE, 8080, True),
             Action("client-to-world", CLIENT, "1.1.1.1", 443, True),
             Action("host-to-echo", "host", ECHO_SAME, 8080, True),
         ),
@@ -134,7 +146,11 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "echo-ingress-from-client-only",
         (_cnp("echo-ingress", ECHO, ingress=[{"fromEndpoints": [{"matchLabels": {"name": "client"}}]}]),),
-        _pod_to_pod(True, False),
+        (
+            *_pod_to_pod(True, False),
+            Action("client-to-echo-service", CLIENT, ECHO_SERVICE, 8080, True),
+            Action("client2-to-echo-service", CLIENT2, ECHO_SERVICE, 8080, False),
+        ),
     ),
     Scenario(
         "client-egress-to-echo-by-label",
@@ -339,7 +355,8 @@ def connectivity() -> None:
 @pass_inputs
 def connectivity_test(inputs: Inputs, pattern: str | None, junit_file: str | None, verbose: bool) -> int:
     """Run the policy scenarios (allow-all, deny-all, labels, named ports, port ranges, entities,
-    CIDR, deny precedence, L7 HTTP, toFQDNs) and compare every verdict with the expected one."""
+    CIDR, deny precedence, L7 HTTP, toFQDNs; pod-to-pod and pod-to-Service) and compare every
+    verdict with the expected one."""
     if inputs.paths:
         raise click.UsageError("connectivity test builds its own topology and takes no -f")
     try:

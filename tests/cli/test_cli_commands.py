@@ -124,12 +124,12 @@ def test_connectivity_test_passes_with_a_junit_report(cli: CLI, tmp_path: Path, 
     proc = cli("connectivity", "test", "--backend", backend, "--junit-file", str(junit))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == (
-        "✅ [cilium-test] All 12 tests (51 actions) successful, 0 tests skipped, 0 scenarios skipped."
+        "✅ [cilium-test] All 12 tests (54 actions) successful, 0 tests skipped, 0 scenarios skipped."
     )
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("name") == f"connectivity test ({backend})"
     assert [c.get("name") for c in suite.iter("testcase")] == [s.name for s in SCENARIOS]
-    assert suite.get("failures") == "0" and suite.get("actions") == "51"
+    assert suite.get("failures") == "0" and suite.get("actions") == "54"
     only = cli("connectivity", "test", "--test", "fqdn")
     assert only.stdout.splitlines()[-1].startswith("✅ [cilium-test] All 1 tests (3 actions) successful")
 
