@@ -162,6 +162,11 @@ class Cluster:
     >>> _ = c.add_endpoint("prod/db", labels={"app": "db"}, ports=[("pg", 5432, "TCP")])
     >>> c.check("prod/web", "prod/db", 5432).verdict
     'FORWARDED'
+
+    A cluster may be shared between threads: every question sees it before or after a
+    concurrent change, never in between, and changes run one at a time. A change that fails
+    leaves everything as it was, identity numbers and established connections included
+    (docs/concurrency.md).
     """
 
     def __init__(

@@ -268,3 +268,18 @@ def test_full_policy_map_fails_cleanly_naming_the_endpoint_map() -> None:
         assert f"policy map of endpoint {num}" in str(info.value)
         assert_untouched(cluster, before)
         assert not cluster.check("t/a", "t/b", 1005).allowed
+
+
+@pytest.mark.requires_ebpf
+def test_full_endpoint_map_fails_cleanly_naming_it() -> None:
+    # a, b and the pod x that came and went: room for three local addresses
+    with ebpf_cluster(endpoints_max_entries=3) as cluster:
+        assert cluster.evaluate(SYN).allowed
+        before = state(cluster)
+        with pytest.raises(MapFullError) as info:
+            cluster.apply(new_pod("n", {"app": "n"}, "10.244.0.30"), new_pod("m", {"app": "m"}, "10.244.0.31"))
+        assert info.value.map_name == "cil_lxc"
+        assert "cil_lxc" in str(info.value) and "3 entries" in str(info.value)
+        assert_untouched(cluster, before)
+        cluster.apply(new_pod("n", {"app": "n"}, "10.244.0.30"))  # one more fits
+        assert "t/n" in cluster.endpoints

@@ -666,6 +666,12 @@ class EBPFBackend:
     (local addresses), ``ct_max_entries`` and ``ringbuf_size`` (a power of two >= 4096).
     ``extended_ip_protocols`` is Cilium's ``enable-extended-ip-protocols`` (off by default,
     as in Cilium: protocols other than TCP, UDP, SCTP and ICMP are dropped with 137).
+
+    Thread-safe: map updates, test runs and ring-buffer reads take turns, and each
+    :meth:`evaluate` reads its own flow event.  :meth:`apply` is atomic (a full map raises
+    :class:`~ciliumpy.exceptions.MapFullError` naming it, with every map as before) and
+    orders its writes so that traffic through attached programs gets, at each hook, the old
+    verdict, the new one or a drop (docs/concurrency.md).
     """
 
     name: ClassVar[str] = "ebpf"
