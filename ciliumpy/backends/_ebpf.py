@@ -484,19 +484,26 @@ class _MapContents:
         if not deletes and not upserts:
             return
         touched = deletes + list(upserts)
+        journal.push(self._restorer(old, touched, longest_first))
         if longest_first:
-            journal.push(self._restorer(old, touched))
             self.write(dict(sorted(upserts.items(), key=lambda kv: -_lpm_length(kv[0]))), [])
             self.write({}, sorted(deletes, key=_lpm_length))
             return
-        journal.push(self._restorer(old, touched))
         self.write(upserts, deletes)
 
-    def _restorer(self, old: dict[bytes, bytes], touched: list[bytes]) -> Callable[[], None]:
+    def _restorer(self, old: dict[bytes, bytes], touched: list[bytes], longest_first: bool) -> Callable[[], None]:
         def restore() -> None:
+            added = [k for k in touched if k not in old]  # some may not have been written
+            back = {k: old[k] for k in touched if k in old}
+            if longest_first:
+                # The way back in the same order as the way there, while the map has room.
+                with contextlib.suppress(MapFullError):
+                    self.write(dict(sorted(back.items(), key=lambda kv: -_lpm_length(kv[0]))), [])
+                    self.write({}, sorted(added, key=_lpm_length))
+                    return
             # Deletes first: they free the room the old entries need.
-            self.write({}, [k for k in touched if k not in old])
-            self.write({k: old[k] for k in touched if k in old}, [])
+            self.write({}, added)
+            self.write(back, [])
 
         return restore
 
@@ -1029,6 +1036,8 @@ class EBPFBackend:
                     self._sync_services(old.services, new.services, journal)
                 if locked:
                     fds = [staged[ep].fd if ep in staged else _owned(previous[ep]).fd for ep in locked]
+                    # Undone first on a later failure: locked again while the ipcache goes back.
+                    journal.push(functools.partial(L.map_delete_batch, outer, _u32_array(locked)))
                     with self._full(b"cil_policy"):
                         L.map_update_batch(outer, _u32_array(locked), _u32_array(fds))
                 if removed:
