@@ -15,7 +15,7 @@ import html
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import attrs
 import msgspec
@@ -137,16 +137,17 @@ _DECODER = msgspec.json.Decoder(_Line)
 Peer = tuple[str, str, tuple[str, ...], int, str, str]
 
 
-@attrs.frozen
-class Observation:
+class Observation(NamedTuple):
     """What replay needs of one recorded flow: its connection and its recorded verdict.
 
+    A named tuple rather than an attrs class: a million of them are built per replay, and a
+    tuple is built in a fraction of the time. ``line`` is the line number in the recording,
     ``src``/``dst`` are the connection's sides (a reply flow is turned around), each
     ``(namespace, pod_name, labels, identity, ip, workload)``; ``l7`` is ``("http", method,
     path, host)``, ``("dns", query, "", "")`` or ``None``.
     """
 
-    index: int
+    line: int
     time: str
     verdict: str
     src: Peer
