@@ -37,12 +37,12 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- fast decoding
-class _Workload(msgspec.Struct):
+class _Workload(msgspec.Struct, gc=False):
     name: str = ""
     kind: str = ""
 
 
-class _Endpoint(msgspec.Struct):
+class _Endpoint(msgspec.Struct, gc=False):
     ID: int = 0
     identity: int = 0
     namespace: str = ""
@@ -53,22 +53,22 @@ class _Endpoint(msgspec.Struct):
     workloads: msgspec.Raw = msgspec.Raw(b"[]")
 
 
-class _IP(msgspec.Struct):
+class _IP(msgspec.Struct, gc=False):
     source: str = ""
     destination: str = ""
 
 
-class _Ports(msgspec.Struct):
+class _Ports(msgspec.Struct, gc=False):
     source_port: int = 0
     destination_port: int = 0
 
 
-class _ICMP(msgspec.Struct):
+class _ICMP(msgspec.Struct, gc=False):
     type: int = 0
     code: int = 0
 
 
-class _L4(msgspec.Struct):
+class _L4(msgspec.Struct, gc=False):
     TCP: Optional[_Ports] = None  # noqa: UP045 - msgspec reads the annotation at runtime
     UDP: Optional[_Ports] = None  # noqa: UP045
     SCTP: Optional[_Ports] = None  # noqa: UP045
@@ -76,30 +76,30 @@ class _L4(msgspec.Struct):
     ICMPv6: Optional[_ICMP] = None  # noqa: UP045
 
 
-class _HTTP(msgspec.Struct):
+class _HTTP(msgspec.Struct, gc=False):
     code: int = 0
     method: str = ""
     url: str = ""
 
 
-class _DNS(msgspec.Struct):
+class _DNS(msgspec.Struct, gc=False):
     query: str = ""
     ips: list[str] = []
     qtypes: list[str] = []
 
 
-class _L7(msgspec.Struct):
+class _L7(msgspec.Struct, gc=False):
     type: str = ""
     http: Optional[_HTTP] = None  # noqa: UP045
     dns: Optional[_DNS] = None  # noqa: UP045
 
 
-class _EventType(msgspec.Struct):
+class _EventType(msgspec.Struct, gc=False):
     type: int = 0
     sub_type: int = 0
 
 
-class _Flow(msgspec.Struct):
+class _Flow(msgspec.Struct, gc=False):
     time: str = ""
     verdict: str = ""
     IP: Optional[_IP] = None  # noqa: UP045
@@ -114,7 +114,7 @@ class _Flow(msgspec.Struct):
     traffic_direction: str = ""
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, gc=False):
     flow: Optional[_Flow] = None  # noqa: UP045
     # legacy bare flows: the flow's own fields at the top level
     time: str = ""
