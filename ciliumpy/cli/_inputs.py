@@ -7,7 +7,6 @@ The options may be given before the command (``ciliumpy -f DIR get pods``) or af
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,12 +48,6 @@ class Inputs:
         if self.strict:
             kwargs["strict"] = True
         if self.values is not None:
-            accepted = {
-                *inspect.signature(Cluster.from_manifests).parameters,
-                *inspect.signature(Cluster.__init__).parameters,
-            }
-            if "values" not in accepted:
-                raise click.UsageError(f"--values {self.values}: this command does not read Helm values")
             kwargs["values"] = self.values
         return Cluster.from_manifests(*self.paths, backend=self.backend, **kwargs)
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import attrs
 import click
 
 from ._inputs import Inputs, input_options, pass_inputs
@@ -166,7 +165,7 @@ def observe(
         store = FlowStore(capacity=1 << 24)
         store.add_flows(read_flows(sys.stdin if input_file == "-" else input_file))
     else:
-        cluster = attrs.evolve(inputs, values=None).cluster()
+        cluster = inputs.cluster()
         conns = load_connections(connections) if connections else scenario_connections(cluster, inputs.paths)
         run_connections(cluster, conns)
         store = store_of(cluster)
@@ -215,7 +214,7 @@ def metrics_serve(
             raise click.UsageError(f"{inputs.values} enables no metrics (hubble.metrics.enabled is empty)")
     else:
         raise click.UsageError("name the metrics with --metrics or give Helm values with hubble.metrics.enabled")
-    cluster = attrs.evolve(inputs, values=None).cluster()
+    cluster = inputs.cluster()
     m = Metrics(cluster, enabled=names)
     conns = load_connections(connections) if connections else scenario_connections(cluster, inputs.paths)
     run_connections(cluster, conns)

@@ -669,21 +669,10 @@ class Metrics:
 
 def enabled_from_helm_values(values: str | Path | Mapping[str, Any]) -> list[str]:
     """The ``hubble.metrics.enabled`` list of Cilium Helm values (a path or a mapping)."""
-    data: Any = values
-    where = "values"
-    if not isinstance(values, Mapping):
-        import yaml
+    from .._values import load_values
+    from ..exceptions import PolicyError
 
-        where = str(values)
-        try:
-            data = yaml.safe_load(Path(values).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise MetricsError(f"{where}: cannot read Helm values: {exc}") from exc
-    hubble = data.get("hubble") if isinstance(data, Mapping) else None
-    metrics = hubble.get("metrics") if isinstance(hubble, Mapping) else None
-    enabled = metrics.get("enabled") if isinstance(metrics, Mapping) else None
-    if enabled is None:
-        return []
-    if not isinstance(enabled, list) or not all(isinstance(e, str) for e in enabled):
-        raise MetricsError(f"{where}: hubble.metrics.enabled must be a list of strings (got {enabled!r})")
-    return list(enabled)
+    try:
+        return list(load_values(values).hubble.metrics_enabled)
+    except PolicyError as exc:
+        raise MetricsError(f"cannot read Helm values: {exc}") from exc
