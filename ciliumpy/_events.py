@@ -52,24 +52,27 @@ class EventLog:
         """Record one event (called on every decision; must stay cheap)."""
         if not self.enabled:
             return
-        buf = self._buf
-        if self.drain is not None and self.seq - self.read >= (buf.maxlen or 0):
-            self.drain()  # the oldest unread event would be overwritten
-        buf.append(event)
-        self.seq += 1
-        if self._waiters:
-            with self._cond:
+        # Readers of a shared Cluster emit from several threads at once: the append and the
+        # count move together, or since() would number events wrongly.
+        with self._cond:
+            buf = self._buf
+            if self.drain is not None and self.seq - self.read >= (buf.maxlen or 0):
+                self.drain()  # the oldest unread event would be overwritten
+            buf.append(event)
+            self.seq += 1
+            if self._waiters:
                 self._cond.notify_all()
 
     def since(self, seq: int) -> tuple[list[Any], int, int]:
         """``(events after seq still held, number overwritten before them, new seq)``.
 
         The caller is taken to be the log's reader: the events returned count as read."""
-        now = self.seq
-        missing = now - seq
-        held = min(missing, len(self._buf))
-        events = list(itertools.islice(reversed(self._buf), held))[::-1] if held else []
-        self.read = max(self.read, now)
+        with self._cond:
+            now = self.seq
+            missing = now - seq
+            held = min(missing, len(self._buf))
+            events = list(itertools.islice(reversed(self._buf), held))[::-1] if held else []
+            self.read = max(self.read, now)
         return events, missing - held, now
 
     def wait(self, seq: int, timeout: float | None) -> bool:

@@ -381,3 +381,20 @@ def test_names_learned_by_one_thread_are_seen_whole_by_others(ciliumpy_backend: 
         errors = run_threads(writer, [checker, checker])
         assert errors == []
         assert bad == []
+
+
+def test_every_decision_of_concurrent_readers_is_logged_once(ciliumpy_backend: str, fast_switching: None) -> None:
+    with Cluster.from_manifests(PODS, BASE, backend=ciliumpy_backend) as cluster:
+        cluster.events.capacity = 10_000
+        start = cluster.events.seq
+        per_thread = 150
+
+        def reader(_done: threading.Event) -> None:
+            for i in range(per_thread):
+                cluster.check(*ALLOWED_ALWAYS[i % len(ALLOWED_ALWAYS)])
+
+        assert run_threads(lambda: None, [reader] * 4) == []
+        events, lost, now = cluster.events.since(start)
+        assert now - start == 4 * per_thread
+        assert (len(events), lost) == (4 * per_thread, 0)
+        assert len({id(e) for e in events}) == 4 * per_thread
