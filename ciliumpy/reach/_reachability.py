@@ -7,6 +7,7 @@ of units is decided with the engine's hook tables, then expanded to endpoints on
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gc
 import html
@@ -232,8 +233,13 @@ class Reachability:
                 continue
             prefixes.setdefault(num, []).append(net)
         self._addresses: dict[str, str] = {}
+        spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for net in ipcache:
+            spans[net.version].append((int(net.network_address), int(net.broadcast_address)))
+        for family in spans.values():
+            family.sort(key=lambda span: (span[0], -span[1]))
         for num, nets in sorted(prefixes.items()):
-            address = self._find_address(num, nets, ipcache)
+            address = self._find_address(num, nets, spans)
             if address is None:
                 continue  # every address of its prefixes belongs to a more specific one
             fams: dict[int, int] = {ipaddress.ip_address(address).version: num}
@@ -448,21 +454,21 @@ class Reachability:
             return found
         raise UnknownEndpointError(f"no address of {node!r} maps to its identity {unit.identity}")
 
-    def _find_address(self, num: int, prefixes: list[Any], ipcache: Mapping[Any, int]) -> str | None:
+    def _find_address(self, num: int, prefixes: list[Any], spans: dict[int, list[tuple[int, int]]]) -> str | None:
         """An address of ``prefixes`` that the ipcache maps to identity ``num``: the first one
-        no more specific ipcache prefix covers (None when excepts carve out all of it)."""
+        no more specific ipcache prefix covers (None when excepts carve out all of it).
+        ``spans`` are the ipcache prefixes per family as sorted (first, last) integers."""
         for net in sorted(prefixes, key=lambda n: (n.version, -n.prefixlen)):
-            inner = sorted(
-                (int(n.network_address), int(n.broadcast_address))
-                for n in ipcache
-                if n != net and n.version == net.version and n.subnet_of(net)
-            )
-            cur = int(net.network_address)
-            for lo, hi in inner:
-                if lo > cur:
+            first, last = int(net.network_address), int(net.broadcast_address)
+            family = spans[net.version]
+            cur = first
+            # prefixes nest or are disjoint: the ones starting inside this one lie inside it
+            for lo, hi in family[bisect.bisect_left(family, (first, -1)) :]:
+                if lo > last or lo > cur:
                     break
-                cur = max(cur, hi + 1)
-            if cur <= int(net.broadcast_address):
+                if hi <= last and (lo, hi) != (first, last):  # not the prefix itself nor a wider one
+                    cur = max(cur, hi + 1)
+            if cur <= last:
                 addr = ipaddress.ip_address(cur)
                 if self.cluster.lookup_ip(addr).id == num:
                     return str(addr)
@@ -653,6 +659,7 @@ class Reachability:
         succ, pred = graph._succ, graph._pred
         units = self._units
         templates: dict[int, dict[str, Any]] = {}
+        by_source: dict[int, list[tuple[list[str], dict[str, Any]]]] = {}
         for (si, di), cs in self._pairs.items():
             template = templates.get(id(cs))
             if template is None:
@@ -662,14 +669,15 @@ class Reachability:
                     "policies": _policy_names(cs),
                     "connections": cs,
                 }
-            dsts = units[di].members
+            by_source.setdefault(si, []).append((units[di].members, template))
+        for si, targets in by_source.items():
             for s in units[si].members:
-                row = succ[s]
-                for d in dsts:
-                    if d != s:
-                        attrs_ = template.copy()
-                        row[d] = attrs_
-                        pred[d][s] = attrs_
+                # one dict per edge, shared by the successor and predecessor views
+                row = {d: template.copy() for dsts, template in targets for d in dsts}
+                row.pop(s, None)
+                succ[s].update(row)
+                for d, attrs_ in row.items():
+                    pred[d][s] = attrs_
 
     def matrix(self) -> dict[str, dict[str, str]]:
         """``{src: {dst: "TCP 80; UDP 53"}}`` over every node ('' where nothing is allowed)."""
