@@ -182,21 +182,26 @@ def test_node_selector_strings_match_as_kubernetes_does():
 
 # ---------------------------------------------------------------- transit
 def test_pod_traffic_between_nodes_is_encrypted_and_explained():
-    v = _cluster().check("prod/web", "prod/db", 5432)
+    c = _cluster()
+    v = c.check("prod/web", "prod/db", 5432)
     assert v.transit.crossed_nodes and v.transit.encrypted and v.transit.interface == "cilium_wg0"
     assert (v.transit.src_node, v.transit.dst_node) == ("a", "b")
     assert "encrypted by WireGuard (cilium_wg0)" in v.explain()
     flow = v.to_hubble()
     flows = flow if isinstance(flow, list) else [flow]
     assert all(f["IP"].get("encrypted") is True for f in flows)
+    stored = [f.to_dict() for f in c.observe(from_pod="prod/web", to_pod="prod/db")]
+    assert stored and all(f["IP"]["encrypted"] is True for f in stored)  # hubble observe -o json
 
 
 def test_same_node_traffic_is_never_encrypted():
-    v = _cluster().check("prod/web", "prod/web2", 80)
+    c = _cluster()
+    v = c.check("prod/web", "prod/web2", 80)
     assert not v.transit.crossed_nodes and not v.transit.encrypted
     assert "same node" in v.transit.reason
     flows = v.to_hubble()
     assert all("encrypted" not in f["IP"] for f in (flows if isinstance(flows, list) else [flows]))
+    assert all("encrypted" not in f.to_dict()["IP"] for f in c.observe(to_pod="prod/web2"))
 
 
 def test_without_wireguard_crossing_traffic_is_plain():

@@ -102,6 +102,7 @@ class Spec:
 
     __slots__ = (
         "dst",
+        "encrypted",
         "event_type",
         "hook",
         "is_reply",
@@ -144,6 +145,7 @@ class Spec:
         self.origins = origins
         self.l7 = l7
         self.service: Any = None  # the ServiceTranslation of a Verdict towards a Service
+        self.encrypted = False  # the packet crossed nodes through WireGuard (Verdict.transit)
 
 
 # ---------------------------------------------------------------- decisions -> specs
@@ -232,8 +234,10 @@ def _verdict_specs(v: Verdict) -> list[Spec]:
         _hook_specs(out, t, hook.result, _hook_origins(hook), v.src, v.dst, v.packet, local)
         if hook.l7 is not None and v.request is not None:
             _proxy_specs(out, t, v, hook)
+    encrypted = v.transit is not None and v.transit.encrypted
     for spec in out:
         spec.service = v.service
+        spec.encrypted = encrypted
     return out
 
 
@@ -408,7 +412,7 @@ class FlowBuilder:
         self.node_name = node_name
         self._endpoints: dict[int, tuple[PeerInfo, Endpoint]] = {}
         self._policies: dict[frozenset[RuleOrigin], tuple[Policy, ...]] = {}
-        self._ips: dict[tuple[Any, Any], IP] = {}
+        self._ips: dict[tuple[Any, Any, bool], IP] = {}
         self._second = -1
         self._head = ""
 
@@ -435,12 +439,14 @@ class FlowBuilder:
             self._policies[origins] = found
         return found
 
-    def ip(self, src: Any, dst: Any) -> IP:
-        found = self._ips.get((src, dst))
+    def ip(self, src: Any, dst: Any, encrypted: bool = False) -> IP:
+        found = self._ips.get((src, dst, encrypted))
         if found is None:
             if len(self._ips) > 100_000:
                 self._ips.clear()
-            found = self._ips[(src, dst)] = IP(source=str(src), destination=str(dst), ipVersion=f"IPv{src.version}")
+            found = self._ips[(src, dst, encrypted)] = IP(
+                source=str(src), destination=str(dst), ipVersion=f"IPv{src.version}", encrypted=encrypted
+            )
         return found
 
     def time(self, seconds: float) -> str:
@@ -487,7 +493,7 @@ class FlowBuilder:
             uuid=uuid,
             verdict=VERDICT_NAMES[spec.verdict],
             drop_reason=drop_reason,
-            IP=self.ip(p.dst, p.src) if reply else self.ip(p.src, p.dst),
+            IP=self.ip(p.dst, p.src, spec.encrypted) if reply else self.ip(p.src, p.dst, spec.encrypted),
             l4=_layer4(p, reply, with_flags=spec.l7 is None),
             source=self.endpoint(src),
             destination=self.endpoint(dst),
