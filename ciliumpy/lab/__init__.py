@@ -13,4 +13,4 @@ from ._lab import HOST, Lab, LiveResult
 from ._multinode import Capture, MultiNodeLab
 from ._netns import remove_stale
 
-__all__ = ["Capture", "HOST", "Lab", "LabHTTPResult", "LiveResult", "MultiNodeLab", "ProxyLimits", "remove_stale"]
+__all__ = ["HOST", "Capture", "Lab", "LabHTTPResult", "LiveResult", "MultiNodeLab", "ProxyLimits", "remove_stale"]
