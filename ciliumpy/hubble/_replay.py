@@ -10,8 +10,10 @@ million flows of a few thousand connections replay in seconds.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import html
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -46,11 +48,9 @@ class _Endpoint(msgspec.Struct, gc=False):
     ID: int = 0
     identity: int = 0
     namespace: str = ""
-    # Kept as raw JSON and parsed once per distinct endpoint: most of a line's bytes are
-    # labels, and flows repeat their endpoints.
-    labels: msgspec.Raw = msgspec.Raw(b"[]")
+    labels: tuple[str, ...] = ()
     pod_name: str = ""
-    workloads: msgspec.Raw = msgspec.Raw(b"[]")
+    workloads: tuple[_Workload, ...] = ()
 
 
 class _IP(msgspec.Struct, gc=False):
@@ -84,8 +84,8 @@ class _HTTP(msgspec.Struct, gc=False):
 
 class _DNS(msgspec.Struct, gc=False):
     query: str = ""
-    ips: list[str] = []
-    qtypes: list[str] = []
+    ips: tuple[str, ...] = ()
+    qtypes: tuple[str, ...] = ()
 
 
 class _L7(msgspec.Struct, gc=False):
@@ -94,9 +94,12 @@ class _L7(msgspec.Struct, gc=False):
     dns: Optional[_DNS] = None  # noqa: UP045
 
 
-class _EventType(msgspec.Struct, gc=False):
-    type: int = 0
-    sub_type: int = 0
+# Endpoints are kept as raw JSON and decoded once per distinct (endpoint, IP): most of a
+# line's bytes are labels, and flows repeat their endpoints. Empty containers default to
+# tuples: a list default is copied per record, and those copies are what the cyclic garbage
+# collector then spends its time on. Only the fields replay reads are declared; msgspec skips
+# the rest without building anything.
+_NULL = msgspec.Raw(b"null")
 
 
 class _Flow(msgspec.Struct, gc=False):
@@ -104,14 +107,11 @@ class _Flow(msgspec.Struct, gc=False):
     verdict: str = ""
     IP: Optional[_IP] = None  # noqa: UP045
     l4: Optional[_L4] = None  # noqa: UP045
-    source: Optional[_Endpoint] = None  # noqa: UP045
-    destination: Optional[_Endpoint] = None  # noqa: UP045
-    destination_names: list[str] = []
+    source: msgspec.Raw = _NULL
+    destination: msgspec.Raw = _NULL
+    destination_names: tuple[str, ...] = ()
     l7: Optional[_L7] = None  # noqa: UP045
-    event_type: Optional[_EventType] = None  # noqa: UP045
     is_reply: Optional[bool] = None  # noqa: UP045
-    drop_reason_desc: str = ""
-    traffic_direction: str = ""
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -121,17 +121,15 @@ class _Line(msgspec.Struct, gc=False):
     verdict: str = ""
     IP: Optional[_IP] = None  # noqa: UP045
     l4: Optional[_L4] = None  # noqa: UP045
-    source: Optional[_Endpoint] = None  # noqa: UP045
-    destination: Optional[_Endpoint] = None  # noqa: UP045
-    destination_names: list[str] = []
+    source: msgspec.Raw = _NULL
+    destination: msgspec.Raw = _NULL
+    destination_names: tuple[str, ...] = ()
     l7: Optional[_L7] = None  # noqa: UP045
-    event_type: Optional[_EventType] = None  # noqa: UP045
     is_reply: Optional[bool] = None  # noqa: UP045
-    drop_reason_desc: str = ""
-    traffic_direction: str = ""
 
 
 _DECODER = msgspec.json.Decoder(_Line)
+_ENCODE = msgspec.json.Encoder().encode
 
 # Peer = (namespace, pod_name, labels, identity, ip, workload)
 Peer = tuple[str, str, tuple[str, ...], int, str, str]
@@ -182,31 +180,52 @@ def _peer_text(p: Peer, names: Sequence[str] = ()) -> str:
 _SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
 
 
-_PEERS: dict[tuple[str, str, int, str, bytes, bytes], Peer] = {}
-_LIST_OF_STR = msgspec.json.Decoder(list[str])
-_WORKLOADS = msgspec.json.Decoder(list[_Workload])
+# Known peers by IP, each with the endpoint JSON it was decoded from: comparing raw bytes
+# with those of the few endpoints seen at an IP is much cheaper than hashing them.
+_PEERS: dict[str, list[tuple[msgspec.Raw, Peer]]] = {}
+_ENDPOINT = msgspec.json.Decoder(_Endpoint)
 
 
-def _peer(ep: _Endpoint | None, ip: str) -> Peer:
-    if ep is None:
-        return ("", "", (), 0, ip, "")
-    key = (ep.namespace, ep.pod_name, ep.identity, ip, bytes(ep.labels), bytes(ep.workloads))
-    found = _PEERS.get(key)
-    if found is None:
-        if len(_PEERS) > 200_000:
+def _peer(raw: msgspec.Raw, ip: str, where: str) -> Peer:
+    """The peer an endpoint's raw JSON and IP name; ``where`` is the endpoint's JSON path."""
+    known = _PEERS.get(ip)
+    if known is None:
+        if len(_PEERS) > 100_000:
             _PEERS.clear()
-        labels = tuple(_LIST_OF_STR.decode(ep.labels))
-        workloads = _WORKLOADS.decode(ep.workloads)
-        pod = ep.pod_name
-        workload = workloads[0].name if workloads else (_SHORT_POD.sub(r"\1", pod) if pod else "")
-        found = _PEERS[key] = (ep.namespace, pod, labels, ep.identity, ip, workload)
+        known = _PEERS[ip] = []
+    else:
+        for seen, found in known:
+            if seen == raw:
+                return found
+    data = bytes(raw)
+    found = _new_peer(data, ip, where)
+    if len(known) >= 16:
+        del known[0]
+    known.append((msgspec.Raw(data), found))
     return found
+
+
+def _new_peer(raw: bytes, ip: str, where: str) -> Peer:
+    if raw == b"null":
+        return ("", "", (), 0, ip, "")
+    try:
+        ep = _ENDPOINT.decode(raw)
+    except msgspec.ValidationError as exc:
+        # name the field from the line's top, as decoding the whole line at once would
+        raise msgspec.ValidationError(str(exc).replace("`$", f"`$.{where}", 1)) from None
+    pod = ep.pod_name
+    workload = ep.workloads[0].name if ep.workloads else (_SHORT_POD.sub(r"\1", pod) if pod else "")
+    return (ep.namespace, pod, ep.labels, ep.identity, ip, workload)
 
 
 def _observation(index: int, f: _Flow | _Line) -> Observation:
     ip = f.IP
-    src = _peer(f.source, ip.source if ip else "")
-    dst = _peer(f.destination, ip.destination if ip else "")
+    if f.__class__ is _Flow:
+        src = _peer(f.source, ip.source if ip is not None else "", "flow.source")
+        dst = _peer(f.destination, ip.destination if ip is not None else "", "flow.destination")
+    else:
+        src = _peer(f.source, ip.source if ip is not None else "", "source")
+        dst = _peer(f.destination, ip.destination if ip is not None else "", "destination")
     protocol, sport, dport = "", None, None
     l4 = f.l4
     if l4 is not None:
@@ -220,20 +239,28 @@ def _observation(index: int, f: _Flow | _Line) -> Observation:
             protocol, dport = "ICMPv6", l4.ICMPv6.type
     l7: tuple[str, str, str, str] | None = None
     answers: tuple[str, ...] = ()
-    if f.l7 is not None:
-        if f.l7.http is not None:
-            l7 = ("http", *_method_path_host(f.l7.http))
-        elif f.l7.dns is not None:
-            l7 = ("dns", f.l7.dns.query, f.l7.dns.qtypes[0] if f.l7.dns.qtypes else "A", "")
-            answers = tuple(f.l7.dns.ips)
-    names = tuple(n.rstrip(".") for n in f.destination_names)
+    seven = f.l7
+    if seven is not None:
+        if seven.http is not None:
+            l7 = ("http", *_method_path_host(seven.http))
+        elif seven.dns is not None:
+            l7 = ("dns", seven.dns.query, seven.dns.qtypes[0] if seven.dns.qtypes else "A", "")
+            answers = seven.dns.ips
+    names = f.destination_names
+    if names:
+        names = tuple([n.rstrip(".") for n in names])
     if f.is_reply:
         # Judge the connection the reply belongs to: from its destination back to its source.
         src, dst = dst, src
         if protocol in ("TCP", "UDP", "SCTP"):
             dport = sport
         names = ()
-    return Observation(index, f.time, f.verdict, src, dst, protocol, dport, l7, names, answers)
+    # tuple.__new__ directly: the named tuple's own constructor is a Python function, and
+    # it ran once per line
+    return _new_tuple(Observation, (index, f.time, f.verdict, src, dst, protocol, dport, l7, names, answers))
+
+
+_new_tuple = tuple.__new__
 
 
 def _method_path_host(h: _HTTP) -> tuple[str, str, str]:
@@ -262,10 +289,10 @@ def read_observations(source: Any, *, errors: str = "raise") -> Iterator[Observa
         with path.open("rb") as probe:
             gz = probe.read(2) == b"\x1f\x8b"
         with gzip.open(path, "rb") if gz else path.open("rb") as fh:
-            yield from _decode_lines(fh, document, errors)
+            yield from _decode_batches(_read_batches(fh), document, errors)
         return
     if hasattr(source, "read"):
-        yield from _decode_lines(source, getattr(source, "name", None), errors)
+        yield from _decode_batches(_read_batches(source), getattr(source, "name", None), errors)
         return
     items = list(source) if not isinstance(source, list) else source
     if items and isinstance(items[0], Observation):
@@ -273,23 +300,85 @@ def read_observations(source: Any, *, errors: str = "raise") -> Iterator[Observa
         return
     if items and isinstance(items[0], Flow):
         for i, flow in enumerate(items, 1):
-            yield _observation(i, msgspec.convert(flow.to_response(), _Line).flow or _Flow())
+            rec = _DECODER.decode(_ENCODE(flow.to_response()))
+            yield _observation(i, rec.flow if rec.flow is not None else _Flow())
         return
-    yield from _decode_lines(items, None, errors)
+    lines = iter(items)
+    yield from _decode_batches(iter(lambda: list(itertools.islice(lines, 8192)), []), None, errors)
 
 
-def _decode_lines(lines: Iterable[str | bytes], document: str | None, errors: str) -> Iterator[Observation]:
-    decode = _DECODER.decode
-    for num, line in enumerate(lines, 1):
-        if not line.strip():
+def _read_batches(fh: Any) -> Iterator[list[Any]]:
+    """A file's lines, split at ``\\n`` as iterating the file would, a few MiB at a time.
+
+    Binary lines are memoryviews into the chunk read: msgspec decodes them in place, which
+    saves copying each line into a bytes object of its own.
+    """
+    rest: Any = None
+    while True:
+        chunk = fh.read(1 << 22)
+        if not chunk:
+            break
+        if rest:
+            chunk = rest + chunk
+        if not isinstance(chunk, bytes):
+            lines = chunk.split("\n")
+            rest = lines.pop()
+            yield lines
             continue
+        end = chunk.rfind(b"\n")
+        rest = chunk[end + 1 :]
+        yield _views(chunk, end) if end >= 0 else []
+    if rest:
+        yield [rest]
+
+
+def _views(chunk: bytes, end: int) -> list[memoryview]:
+    """``chunk[:end].split(b"\\n")`` as views, without copying."""
+    view = memoryview(chunk)
+    find = chunk.find
+    out: list[memoryview] = []
+    append = out.append
+    pos = 0
+    while pos <= end:
+        nl = find(b"\n", pos, end + 1)
+        append(view[pos:nl])
+        pos = nl + 1
+    return out
+
+
+def _decode_batches(batches: Iterable[list[Any]], document: str | None, errors: str) -> Iterator[Observation]:
+    num = 0
+    for batch in batches:
+        # The cyclic collector is off while a batch decodes: it would otherwise run every few
+        # hundred records and find nothing to collect (records are acyclic), which costs a
+        # third of the decoding time. It is back on before anything is handed out.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            out = _decode_batch(batch, num, document, errors)
+        finally:
+            if enabled:
+                gc.enable()
+        num += len(batch)
+        yield from out
+
+
+def _decode_batch(lines: list[Any], num: int, document: str | None, errors: str) -> list[Observation]:
+    decode = _DECODER.decode
+    observation = _observation
+    out: list[Observation] = []
+    append = out.append
+    for line in lines:
+        num += 1
         try:
             rec = decode(line)
+            append(observation(num, rec.flow if rec.flow is not None else rec))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if errors == "skip":
+            # blank lines are ignored; checked only here, off the common path
+            if errors == "skip" or not (bytes(line) if isinstance(line, memoryview) else line).strip():
                 continue
             raise FlowFormatError(f"not a hubble flow record: {exc}", document=document, line=num) from None
-        yield _observation(num, rec.flow if rec.flow is not None else rec)
+    return out
 
 
 # ---------------------------------------------------------------- mapping

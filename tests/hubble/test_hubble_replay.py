@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
@@ -74,6 +75,48 @@ def test_a_malformed_line_names_its_number_or_is_skipped_and_counted(tmp_path: P
     with pytest.raises(FlowFormatError, match=r":3: "):
         list(read_observations(path))
     assert len(list(read_observations(path, errors="skip"))) == 4
+
+
+@pytest.mark.parametrize("sample", sorted(DATA.glob("*.jsonl")), ids=lambda p: p.stem)
+def test_the_fast_decoder_reads_each_published_sample_as_the_flow_model_does(sample: Path) -> None:
+    # fast path: replay's schema decoder on raw lines (file, text file, list of lines);
+    # slow path: the full Flow model (read_flows), then observations from those Flow objects
+    fast = list(read_observations(sample))
+    slow = list(read_observations(list(read_flows(sample))))
+    assert fast == slow and len(fast) == len(read_flows(sample)) > 0
+    with sample.open() as text:
+        assert list(read_observations(text)) == fast
+    assert list(read_observations(sample.read_text().splitlines())) == fast
+
+
+class _Trickle(io.BytesIO):
+    """A binary file handing out at most ``size`` bytes per read: lines straddle chunks."""
+
+    def __init__(self, data: bytes, size: int) -> None:
+        super().__init__(data)
+        self.size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        return super().read(self.size)
+
+
+def test_chunked_reading_keeps_line_numbers_across_blank_lines_crlf_and_chunk_edges() -> None:
+    lines = TCP.read_bytes().splitlines()[:8]
+    data = b"\r\n".join([*lines[:3], b"", b" \t", *lines[3:]])  # CRLF, no final newline
+    reference = list(read_observations([line.decode() for line in data.split(b"\n")]))
+    assert [o.line for o in reference] == [1, 2, 3, 6, 7, 8, 9, 10]
+    for size in (1, 7, 700, 1 << 20):
+        assert list(read_observations(_Trickle(data, size))) == reference
+    bad = b"\r\n".join([*lines[:3], b"", b" \t", lines[3], lines[4][:40], *lines[5:]])
+    with pytest.raises(FlowFormatError) as info:
+        list(read_observations(_Trickle(bad, 300)))
+    assert info.value.line == 7
+    assert [o.line for o in read_observations(_Trickle(bad, 300), errors="skip")] == [1, 2, 3, 6, 8, 9, 10]
+    # endpoints are decoded apart from their line, yet a bad one still names line and field
+    wrong = data.replace(b'"labels":[', b'"labels":[7,', 1)
+    with pytest.raises(FlowFormatError) as info:
+        list(read_observations(io.BytesIO(wrong)))
+    assert info.value.line == 1 and "$.flow.source.labels[0]" in str(info.value)
 
 
 def test_replaying_a_recording_against_its_own_policies_changes_nothing(tmp_path: Path) -> None:
