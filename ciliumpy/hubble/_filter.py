@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from ..exceptions import CiliumpyError
-from ._flow import VERDICTS
+from ._flow import TRACE_SUBTYPES, VERDICTS
 
 __all__ = ["FILTER_FLAGS", "FilterError", "FlowFilter", "build_filters"]
 
@@ -140,22 +140,7 @@ EVENT_TYPE_NAMES = {
     "l7": 129,
     "agent": 130,
 }
-TRACE_SUBTYPE_NAMES = {
-    "to-endpoint": 0,
-    "to-proxy": 1,
-    "to-host": 2,
-    "to-stack": 3,
-    "to-overlay": 4,
-    "from-endpoint": 5,
-    "from-proxy": 6,
-    "from-host": 7,
-    "from-stack": 8,
-    "from-overlay": 9,
-    "from-network": 10,
-    "to-network": 11,
-    "from-crypto": 12,
-    "to-crypto": 13,
-}
+TRACE_SUBTYPE_NAMES = {name: num for num, name in TRACE_SUBTYPES.items()}
 L4_PROTOCOLS = {"tcp": (6,), "udp": (17,), "icmp": (1, 58), "icmpv4": (1,), "icmpv6": (58,), "sctp": (132,)}
 L7_PROTOCOLS = ("dns", "http", "kafka")
 TCP_FLAG_BITS = {"FIN": 1, "SYN": 2, "RST": 4, "PSH": 8, "ACK": 16, "URG": 32, "ECE": 64, "CWR": 128, "NS": 256}

@@ -47,6 +47,24 @@ FLOW_TYPES = ("UNKNOWN_TYPE", "L3_L4", "L7", "SOCK")
 TRAFFIC_DIRECTIONS = ("TRAFFIC_DIRECTION_UNKNOWN", "INGRESS", "EGRESS")
 L7_TYPES = ("UNKNOWN_L7_TYPE", "REQUEST", "RESPONSE", "SAMPLE")
 IP_VERSIONS = ("IP_NOT_USED", "IPv4", "IPv6")
+# Trace event sub-types of the monitor (pkg/monitor/api/types.go), as hubble prints and
+# filters them ("to-endpoint", ...): names by number.
+TRACE_SUBTYPES: dict[int, str] = {
+    0: "to-endpoint",
+    1: "to-proxy",
+    2: "to-host",
+    3: "to-stack",
+    4: "to-overlay",
+    5: "from-endpoint",
+    6: "from-proxy",
+    7: "from-host",
+    8: "from-stack",
+    9: "from-overlay",
+    10: "from-network",
+    11: "to-network",
+    12: "from-crypto",
+    13: "to-crypto",
+}
 # TraceObservationPoint enum (flow.proto): names by number.
 TRACE_POINTS: dict[int, str] = {
     0: "UNKNOWN_POINT",

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CiliumpyError
-from ._flow import Flow
+from ._flow import TRACE_SUBTYPES, Flow
 from ._store import store_of
 
 if TYPE_CHECKING:
@@ -73,22 +73,6 @@ _CONTEXT_LABELS = (
 )
 _APP_LABELS = ("k8s:app.kubernetes.io/name", "k8s:k8s-app", "k8s:app")
 _SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
-_TRACE_POINTS = {
-    0: "to-endpoint",
-    1: "to-proxy",
-    2: "to-host",
-    3: "to-stack",
-    4: "to-overlay",
-    5: "from-endpoint",
-    6: "from-proxy",
-    7: "from-host",
-    8: "from-stack",
-    9: "from-overlay",
-    10: "from-network",
-    11: "to-network",
-    12: "from-crypto",
-    13: "to-crypto",
-}
 _RCODES = {
     0: "No Error",
     1: "Format Error",
@@ -440,7 +424,7 @@ class _Handler:
                 kind = "Capture"
             elif et == 4:
                 kind = "Trace"
-                sub = _TRACE_POINTS.get(f.event_type.sub_type if f.event_type else 0, "")
+                sub = TRACE_SUBTYPES.get(f.event_type.sub_type if f.event_type else 0, "")
             elif et == 5:
                 kind = "PolicyVerdict"
             else:

@@ -17,28 +17,12 @@ import datetime as _dt
 from collections.abc import Iterable
 
 from .._datapath import DropReason
-from ._flow import Flow
+from ._flow import TRACE_SUBTYPES, Flow
 
 __all__ = ["FORMATS", "format_flow", "format_flows"]
 
 FORMATS = ("compact", "dict", "json", "jsonpb", "table")
 
-_TRACE_POINTS = {
-    0: "to-endpoint",
-    1: "to-proxy",
-    2: "to-host",
-    3: "to-stack",
-    4: "to-overlay",
-    5: "from-endpoint",
-    6: "from-proxy",
-    7: "from-host",
-    8: "from-stack",
-    9: "from-overlay",
-    10: "from-network",
-    11: "to-network",
-    12: "from-crypto",
-    13: "to-crypto",
-}
 _MATCH_TYPES = {0: "none", 1: "L3-Only", 2: "L3-L4", 3: "L4-Only", 4: "all", 5: "L3-Proto", 6: "Proto-Only"}
 _RESERVED = {
     0: "unknown",
@@ -116,7 +100,7 @@ def flow_type(flow: Flow) -> str:
     t = et.type if et is not None else 0
     sub = et.sub_type if et is not None else 0
     if t == 4:
-        return _TRACE_POINTS.get(sub, str(sub))
+        return TRACE_SUBTYPES.get(sub, str(sub))
     if t == 1:
         try:
             return DropReason(sub).text

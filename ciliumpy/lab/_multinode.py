@@ -174,8 +174,8 @@ def _release_leaked(res: _Resources) -> None:
         res.release()
 
 
-def _uapi(path: Path, request: str) -> dict[str, list[str]]:
-    """One request on a WireGuard UAPI socket; the reply's ``key=value`` lines by key."""
+def _uapi_exchange(path: Path, request: str) -> list[tuple[str, str]]:
+    """One request on a WireGuard UAPI socket; the reply's ``key=value`` lines in order."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(str(path))
@@ -186,14 +186,15 @@ def _uapi(path: Path, request: str) -> dict[str, list[str]]:
             if not chunk:
                 break
             buf += chunk
-    out: dict[str, list[str]] = {}
-    for line in buf.decode().splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            out.setdefault(key, []).append(value)
-    if out.get("errno", ["0"])[-1] != "0":
-        raise LabError(errno_mod.EIO, f"wireguard-go refused the configuration (errno={out['errno'][-1]})")
-    return out
+    lines = [line.partition("=") for line in buf.decode().splitlines() if "=" in line]
+    return [(key, value) for key, _, value in lines]
+
+
+def _uapi(path: Path, request: str) -> None:
+    """A ``set`` request on a WireGuard UAPI socket; an error reply raises :class:`LabError`."""
+    errno_lines = [v for k, v in _uapi_exchange(path, request) if k == "errno"]
+    if errno_lines and errno_lines[-1] != "0":
+        raise LabError(errno_mod.EIO, f"wireguard-go refused the configuration (errno={errno_lines[-1]})")
 
 
 class MultiNodeLab:
@@ -400,19 +401,8 @@ class MultiNodeLab:
         entry = self._res.nodes.get(node)
         if entry is None or entry.uapi is None:
             return []
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect(str(entry.uapi))
-            s.sendall(b"get=1\n\n")
-            buf = b""
-            while not buf.endswith(b"\n\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
         peers: list[dict[str, Any]] = []
-        for line in buf.decode().splitlines():
-            key, _, value = line.partition("=")
+        for key, value in _uapi_exchange(entry.uapi, "get=1\n"):
             if key == "public_key":
                 peers.append({"public_key": bytes.fromhex(value), "allowed_ips": []})
             elif peers and key == "allowed_ip":
