@@ -10,14 +10,13 @@ million flows of a few thousand connections replay in seconds.
 
 from __future__ import annotations
 
-import gc
 import gzip
 import html
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 import msgspec
@@ -115,34 +114,32 @@ class _Flow(msgspec.Struct, gc=False):
 
 
 class _Line(msgspec.Struct, gc=False):
+    """A ``hubble observe -o json`` line: the flow under ``flow``; its other keys are skipped."""
+
     flow: Optional[_Flow] = None  # noqa: UP045
-    # legacy bare flows: the flow's own fields at the top level
-    time: str = ""
-    verdict: str = ""
-    IP: Optional[_IP] = None  # noqa: UP045
-    l4: Optional[_L4] = None  # noqa: UP045
-    source: msgspec.Raw = _NULL
-    destination: msgspec.Raw = _NULL
-    destination_names: tuple[str, ...] = ()
-    l7: Optional[_L7] = None  # noqa: UP045
-    is_reply: Optional[bool] = None  # noqa: UP045
 
 
 _DECODER = msgspec.json.Decoder(_Line)
+_BARE = msgspec.json.Decoder(_Flow)  # legacy lines: the flow's own fields at the top level
 _ENCODE = msgspec.json.Encoder().encode
 
 # Peer = (namespace, pod_name, labels, identity, ip, workload)
 Peer = tuple[str, str, tuple[str, ...], int, str, str]
 
 
-class Observation(NamedTuple):
+class Observation(msgspec.Struct, frozen=True, gc=False):
     """What replay needs of one recorded flow: its connection and its recorded verdict.
 
-    A named tuple rather than an attrs class: a million of them are built per replay, and a
-    tuple is built in a fraction of the time. ``line`` is the line number in the recording,
-    ``src``/``dst`` are the connection's sides (a reply flow is turned around), each
-    ``(namespace, pod_name, labels, identity, ip, workload)``; ``l7`` is ``("http", method,
-    path, host)``, ``("dns", query, "", "")`` or ``None``.
+    ``line`` is the line number in the recording, ``src``/``dst`` are the connection's sides
+    (a reply flow is turned around), each ``(namespace, pod_name, labels, identity, ip,
+    workload)``; ``l7`` is ``("http", method, path, host)``, ``("dns", query, qtype, "")`` or
+    ``None``; ``names`` are the destination's DNS names and ``answers`` a DNS response's
+    addresses.
+
+    A frozen msgspec record rather than a named tuple or an attrs class: a million are built
+    per replay, it is built by one C call, and it is not tracked by the cyclic garbage
+    collector (it holds only strings, numbers and tuples of them), so a long decode does not
+    make the collector walk every observation made so far.
     """
 
     line: int
@@ -218,20 +215,33 @@ def _new_peer(raw: bytes, ip: str, where: str) -> Peer:
     return (ep.namespace, pod, ep.labels, ep.identity, ip, workload)
 
 
-def _observation(index: int, f: _Flow | _Line) -> Observation:
+def _observation(index: int, f: _Flow, where: tuple[str, str] = ("flow.source", "flow.destination")) -> Observation:
     ip = f.IP
-    if f.__class__ is _Flow:
-        src = _peer(f.source, ip.source if ip is not None else "", "flow.source")
-        dst = _peer(f.destination, ip.destination if ip is not None else "", "flow.destination")
+    sip, dip = (ip.source, ip.destination) if ip is not None else ("", "")
+    # The peer caches are searched inline: a call per side cost a tenth of the decoding time.
+    raw = f.source
+    for seen, src in _PEERS.get(sip, ()):  # noqa: B007 - the match is used after the loop
+        if seen == raw:
+            break
     else:
-        src = _peer(f.source, ip.source if ip is not None else "", "source")
-        dst = _peer(f.destination, ip.destination if ip is not None else "", "destination")
+        src = _peer(raw, sip, where[0])
+    raw = f.destination
+    for seen, dst in _PEERS.get(dip, ()):  # noqa: B007
+        if seen == raw:
+            break
+    else:
+        dst = _peer(raw, dip, where[1])
     protocol, sport, dport = "", None, None
     l4 = f.l4
     if l4 is not None:
-        ports = l4.TCP or l4.UDP or l4.SCTP
+        ports = l4.TCP
         if ports is not None:
-            protocol = "TCP" if l4.TCP else "UDP" if l4.UDP else "SCTP"
+            protocol = "TCP"
+        elif (ports := l4.UDP) is not None:
+            protocol = "UDP"
+        elif (ports := l4.SCTP) is not None:
+            protocol = "SCTP"
+        if ports is not None:
             sport, dport = ports.source_port, ports.destination_port
         elif l4.ICMPv4 is not None:
             protocol, dport = "ICMP", l4.ICMPv4.type
@@ -252,15 +262,13 @@ def _observation(index: int, f: _Flow | _Line) -> Observation:
     if f.is_reply:
         # Judge the connection the reply belongs to: from its destination back to its source.
         src, dst = dst, src
-        if protocol in ("TCP", "UDP", "SCTP"):
+        if sport is not None:
             dport = sport
         names = ()
-    # tuple.__new__ directly: the named tuple's own constructor is a Python function, and
-    # it ran once per line
-    return _new_tuple(Observation, (index, f.time, f.verdict, src, dst, protocol, dport, l7, names, answers))
+    return Observation(index, f.time, f.verdict, src, dst, protocol, dport, l7, names, answers)
 
 
-_new_tuple = tuple.__new__
+_BARE_WHERE = ("source", "destination")
 
 
 def _method_path_host(h: _HTTP) -> tuple[str, str, str]:
@@ -277,22 +285,13 @@ def _method_path_host(h: _HTTP) -> tuple[str, str, str]:
 def read_observations(source: Any, *, errors: str = "raise") -> Iterator[Observation]:
     """Observations from a path (plain or .gz), a file object, lines, or Flow objects.
 
-    A malformed line raises :class:`FlowFormatError` naming its number; with
-    ``errors="skip"`` it is left out. The whole source is decoded before this returns, with
-    the cyclic garbage collector paused meanwhile: observations are named tuples, which the
-    collector never stops tracking, so each of its full passes during a decode walked every
-    observation made so far (a third of the decoding time on a million lines). Nothing a
-    decode makes is cyclic, and the collector is back on before this returns.
+    A malformed line raises :class:`FlowFormatError` naming its number when the iteration
+    reaches it; with ``errors="skip"`` it is left out. Files are read a few MiB at a time, so
+    a recording of any size is decoded in bounded memory besides the observations kept.
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return iter(list(_observations(source, errors)))
-    finally:
-        if enabled:
-            gc.enable()
+    return _observations(source, errors)
 
 
 def _observations(source: Any, errors: str) -> Iterator[Observation]:
@@ -321,20 +320,52 @@ def _observations(source: Any, errors: str) -> Iterator[Observation]:
     yield from _decode_batches(iter(lambda: list(itertools.islice(lines, 8192)), []), None, errors)
 
 
+_CHUNK = 1 << 22
+
+
 def _read_batches(fh: Any) -> Iterator[list[Any]]:
     """A file's lines, split at ``\\n`` as iterating the file would, a few MiB at a time.
 
-    Binary lines are memoryviews into the chunk read: msgspec decodes them in place, which
-    saves copying each line into a bytes object of its own.
+    Binary lines are memoryviews into one buffer that every read refills: msgspec decodes
+    them in place, which saves copying each line into a bytes object of its own, and reusing
+    the buffer saves the kernel mapping fresh pages for every chunk (that alone cost as much
+    as a third of the decoding time). A batch must be consumed before the next is asked for.
     """
+    readinto = getattr(fh, "readinto", None)
+    if readinto is None:
+        yield from _read_copies(fh)
+        return
+    buf = bytearray(_CHUNK)
+    have = 0  # the start of an unfinished line, carried at buf[:have]
+    while True:
+        with memoryview(buf) as view:
+            n = readinto(view[have:])
+        if not n:
+            break
+        filled = have + n
+        end = buf.rfind(b"\n", 0, filled)
+        if end < 0:
+            have = filled
+            if filled == len(buf):  # a line longer than the buffer
+                buf = buf + bytes(len(buf))
+            continue
+        yield _views(buf, end)
+        have = filled - end - 1
+        buf[:have] = buf[end + 1 : filled]
+    if have:
+        yield [bytes(buf[:have])]
+
+
+def _read_copies(fh: Any) -> Iterator[list[Any]]:
+    """:func:`_read_batches` for file objects without ``readinto`` (text files among them)."""
     rest: Any = None
     while True:
-        chunk = fh.read(1 << 22)
+        chunk = fh.read(_CHUNK)
         if not chunk:
             break
         if rest:
             chunk = rest + chunk
-        if not isinstance(chunk, bytes):
+        if not isinstance(chunk, bytes | bytearray):
             lines = chunk.split("\n")
             rest = lines.pop()
             yield lines
@@ -346,7 +377,7 @@ def _read_batches(fh: Any) -> Iterator[list[Any]]:
         yield [rest]
 
 
-def _views(chunk: bytes, end: int) -> list[memoryview]:
+def _views(chunk: bytes | bytearray, end: int) -> list[memoryview]:
     """``chunk[:end].split(b"\\n")`` as views, without copying."""
     view = memoryview(chunk)
     find = chunk.find
@@ -363,8 +394,10 @@ def _views(chunk: bytes, end: int) -> list[memoryview]:
 def _decode_batches(batches: Iterable[list[Any]], document: str | None, errors: str) -> Iterator[Observation]:
     num = 0
     for batch in batches:
-        yield from _decode_batch(batch, num, document, errors)
+        out = _decode_batch(batch, num, document, errors)
         num += len(batch)
+        del batch  # the lines may be views into the reader's buffer, which the next read refills
+        yield from out
 
 
 def _decode_batch(lines: list[Any], num: int, document: str | None, errors: str) -> list[Observation]:
@@ -375,8 +408,8 @@ def _decode_batch(lines: list[Any], num: int, document: str | None, errors: str)
     for line in lines:
         num += 1
         try:
-            rec = decode(line)
-            append(observation(num, rec.flow if rec.flow is not None else rec))
+            flow = decode(line).flow
+            append(observation(num, flow) if flow is not None else observation(num, _BARE.decode(line), _BARE_WHERE))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # blank lines are ignored; checked only here, off the common path
             if errors == "skip" or not (bytes(line) if isinstance(line, memoryview) else line).strip():
