@@ -66,7 +66,7 @@ def advise(flows: Any, cluster: Cluster | None = None) -> list[CiliumNetworkPoli
     """
     from .._cluster import Cluster
     from .._model import CiliumNetworkPolicy
-    from ..hubble._replay import FlowMapper, _teach_dns, read_observations
+    from ..hubble._replay import FlowMapper, _connection, _teach_dns, read_observations, recorded_outcomes
 
     if not isinstance(flows, str | Path):
         flows = flows.read().splitlines() if hasattr(flows, "read") else list(flows)
@@ -81,8 +81,13 @@ def advise(flows: Any, cluster: Cluster | None = None) -> list[CiliumNetworkPoli
     egress: dict[str, dict[tuple[Any, ...], set[tuple[int, str, tuple[str, str] | None]]]] = {}
     dns_names: dict[str, set[str]] = {}
     connections: list[tuple[str, str, Observation]] = []
+    # A connection dropped by policy anywhere on its path is not advised, even where one of its
+    # flows (the source's egress) was forwarded.
+    outcomes = recorded_outcomes(observations)
     for o in observations:
         if o.verdict not in _FORWARDED or o.port is None or o.protocol not in ("TCP", "UDP", "SCTP"):
+            continue
+        if outcomes[_connection(o)] != "FORWARDED":
             continue
         src = mapper.target(o.src)
         dst = mapper.target(o.dst, o.names)

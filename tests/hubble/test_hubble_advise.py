@@ -115,3 +115,58 @@ def test_cli_advise_prints_yaml(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     docs = list(yaml.safe_load_all(proc.stdout))
     assert docs and all(d["kind"] == "CiliumNetworkPolicy" for d in docs)
+
+
+_EGRESS_ALLOWS_INGRESS_DENIES = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: dev}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: default}
+spec: {containers: [{name: app, image: 'registry.k8s.io/pause:3.9'}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: dev}
+spec: {containers: [{name: app, image: 'registry.k8s.io/pause:3.9'}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  ingress:
+  - {}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: default}
+specs:
+- endpointSelector: {}
+  egress:
+  - toEntities: [cluster]
+"""
+
+
+def test_a_connection_forwarded_at_egress_but_dropped_at_ingress_is_not_advised() -> None:
+    # Found by the property test above: the source's egress policy forwards (one FORWARDED
+    # flow), the destination's ingress policy drops. The connection did not happen, so the
+    # advice must not open it, and replaying the recording against its own policies is no drift.
+    cluster = Cluster.from_manifests(*yaml.safe_load_all(_EGRESS_ALLOWS_INGRESS_DENIES))
+    assert not cluster.check("default/a", "dev/a", 80).allowed
+    lines = format_flows(cluster.observe(), "json").splitlines()
+    assert {'"verdict":"FORWARDED"' in line for line in lines} == {True, False}
+    assert advise(lines, cluster) == []
+    assert replay(lines, cluster).counts()["newly_dropped"] == 0
+    # a drop that is not policy's (conntrack) leaves a forwarded connection forwarded
+    forwarded = next(line for line in lines if '"verdict":"FORWARDED"' in line)
+    ct_drop = forwarded.replace('"verdict":"FORWARDED"', '"verdict":"DROPPED","drop_reason":163', 1)
+    ct_drop = ct_drop.replace('"flow":{', '"flow":{"drop_reason_desc":"CT_MAP_INSERTION_FAILED",', 1)
+    assert replay([forwarded, ct_drop], cluster).counts()["newly_dropped"] == 2
+    assert [p.name for p in advise([forwarded, ct_drop], cluster)] == ["advised-a", "advised-a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import io
 import json
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +101,10 @@ class _Trickle(io.BytesIO):
     def read(self, n: int | None = -1) -> bytes:
         return super().read(self.size)
 
+    def readinto(self, b: Any) -> int:
+        with memoryview(b) as view:
+            return super().readinto(view[: self.size])
+
 
 def test_chunked_reading_keeps_line_numbers_across_blank_lines_crlf_and_chunk_edges() -> None:
     lines = TCP.read_bytes().splitlines()[:8]
@@ -117,6 +123,36 @@ def test_chunked_reading_keeps_line_numbers_across_blank_lines_crlf_and_chunk_ed
     with pytest.raises(FlowFormatError) as info:
         list(read_observations(io.BytesIO(wrong)))
     assert info.value.line == 1 and "$.flow.source.labels[0]" in str(info.value)
+
+
+def test_the_reused_read_buffer_grows_for_long_lines_and_keeps_every_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A buffer smaller than one line: lines straddle refills and the buffer must grow.
+    from ciliumpy.hubble import _decode
+
+    data = TCP.read_bytes()
+    reference = list(read_observations(data.decode().splitlines()))
+    for size in (64, 1000, 4096):
+        monkeypatch.setattr(_decode, "_CHUNK", size)
+        assert list(read_observations(io.BytesIO(data))) == reference
+        assert list(read_observations(io.BytesIO(data.rstrip(b"\n")))) == reference
+
+
+def test_observations_are_not_tracked_by_the_garbage_collector() -> None:
+    # untracked records are why a million-line decode needs no collector pause
+    observations = list(read_observations(TCP))
+    assert observations and not any(gc.is_tracked(o) for o in observations)
+
+
+def test_a_corrupt_or_truncated_gzip_recording_is_an_error_naming_it(tmp_path: Path) -> None:
+    packed = gzip.compress(TCP.read_bytes())
+    truncated = tmp_path / "cut.json.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    corrupt = tmp_path / "bad.json.gz"
+    corrupt.write_bytes(packed[:10] + bytes(len(packed) - 10))
+    for path in (truncated, corrupt):
+        with pytest.raises(FlowFormatError) as info:
+            list(read_observations(path))
+        assert info.value.document == str(path)
 
 
 def test_replaying_a_recording_against_its_own_policies_changes_nothing(tmp_path: Path) -> None:
