@@ -41,7 +41,15 @@ from ._flow import (
 from ._metrics import METRICS, Metrics, MetricsError, enabled_from_helm_values
 from ._printer import FORMATS, format_flow, format_flows
 from ._read import FlowList, read_flows
-from ._replay import Observation, ReplayedFlow, ReplayReport, cluster_from_flows, read_observations, replay
+from ._replay import (
+    Observation,
+    ReplayedFlow,
+    ReplayReport,
+    cluster_from_flows,
+    read_observations,
+    recorded_outcomes,
+    replay,
+)
 from ._store import DEFAULT_CAPACITY, FlowStore, store_of
 
 if TYPE_CHECKING:
@@ -87,6 +95,7 @@ __all__ = [
     "observe",
     "read_flows",
     "read_observations",
+    "recorded_outcomes",
     "replay",
     "store_of",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "ReplayedFlow",
     "cluster_from_flows",
     "read_observations",
+    "recorded_outcomes",
     "replay",
 ]
 
