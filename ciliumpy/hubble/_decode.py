@@ -196,8 +196,9 @@ def _new_peer(raw: bytes, ip: str, where: str) -> Peer:
     return (ep.namespace, pod, ep.labels, ep.identity, ip, workload)
 
 
-# One object per verdict and per port number for all observations (a bounded set): a million
-# records then hold a third less fresh memory, and first-touching fresh memory is slow here.
+# One object per verdict, port number and drop reason for all observations: a million records
+# then hold a third less fresh memory, and first-touching fresh memory is slow here. Emptied
+# between batches when a recording brings more than real ones have (decode_batch).
 _SHARED: dict[Any, Any] = {}
 
 
@@ -364,6 +365,8 @@ def decode_batch(lines: list[Any], num: int, errors: str) -> list[Observation]:
 
     A malformed line raises :class:`BadLine`, or is left out with ``errors="skip"``.
     """
+    if len(_SHARED) > 100_000:  # a hostile recording's made-up verdicts or ports
+        _SHARED.clear()
     decode = _DECODER.decode
     observation = _observation
     out: list[Observation] = []
