@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,24 @@ def main(argv: list[str] | None = None) -> int:
     dropped = max(policies, key=lambda p: p.name) if policies else None
     after = Cluster.from_manifests(*[m for m in before.to_manifests() if dropped is None or m != dropped.to_manifest()])
 
-    path = Path(tempfile.mkdtemp(prefix="ciliumpy-flows-")) / "flows.json"
+    scratch = Path(tempfile.mkdtemp(prefix="ciliumpy-flows-"))
+    try:
+        return _measure(args, before, after, dropped, policies, lines, scratch / "flows.json")
+    finally:
+        shutil.rmtree(scratch)
+        if not args.workload:
+            shutil.rmtree(workload)
+
+
+def _measure(
+    args: argparse.Namespace,
+    before: Cluster,
+    after: Cluster,
+    dropped: Any,
+    policies: list[Any],
+    lines: list[str],
+    path: Path,
+) -> int:
     with path.open("w") as fh:
         for i in range(args.flows):
             fh.write(lines[i % len(lines)])
