@@ -45,7 +45,7 @@ from ..exceptions import BPFError, LabError, UnknownEndpointError
 from . import _netns
 from ._client import LabHTTPResult, ProxyLimits, dns_exchange, http_exchange
 from ._netns import NetNS
-from ._probe import probe
+from ._probe import ProbeOutcome, probe
 from ._services import _SPORTS, ServiceTarget, service_target
 
 if TYPE_CHECKING:
@@ -99,6 +99,36 @@ class LiveResult:
     elapsed: float
     events: tuple[DatapathEvent, ...] = ()
     service: ServiceTarget | None = None  # the frontend and the backend the datapath chose
+
+    @classmethod
+    def of_probe(
+        cls,
+        src: str,
+        dst: str,
+        proto: str,
+        port: int | None,
+        addresses: tuple[IPAddress, IPAddress],
+        outcome: ProbeOutcome,
+        elapsed: float,
+        events: tuple[DatapathEvent, ...],
+        service: ServiceTarget | None = None,
+    ) -> LiveResult:
+        """The result of one :func:`probe` exchange from ``src`` to ``dst``."""
+        return cls(
+            src=src,
+            dst=dst,
+            protocol=proto,
+            port=None if proto == "ICMP" else int(port or 0),
+            src_ip=addresses[0],
+            dst_ip=addresses[1],
+            sport=outcome.sport,
+            allowed=outcome.answered,
+            reached=outcome.reached,
+            error=None if outcome.answered else outcome.error,
+            elapsed=elapsed,
+            events=events,
+            service=service,
+        )
 
     @property
     def verdict(self) -> str:
@@ -569,21 +599,7 @@ class Lab:
         if listen is not None:  # the datapath reports the translated packets with the backend
             mine.update(_flow_events(drained, proto, src_ip, listen[0], outcome.sport, listen[1]))
         events = tuple(ev for ev in drained if ev in mine)
-        result = LiveResult(
-            src=src,
-            dst=dst,
-            protocol=proto,
-            port=None if proto == "ICMP" else int(port or 0),
-            src_ip=src_ip,
-            dst_ip=dst_ip,
-            sport=outcome.sport,
-            allowed=outcome.answered,
-            reached=outcome.reached,
-            error=None if outcome.answered else outcome.error,
-            elapsed=elapsed,
-            events=events,
-            service=svc,
-        )
+        result = LiveResult.of_probe(src, dst, proto, port, (src_ip, dst_ip), outcome, elapsed, events, svc)
         self.cluster.events.emit(result)  # its ring-buffer events become Hubble flows
         return result
 

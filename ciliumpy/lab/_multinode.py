@@ -460,20 +460,7 @@ class MultiNodeLab:
         )
         elapsed = time.monotonic() - started
         events = tuple(_flow_events(self.backend.drain_events(), proto, src_ip, dst_ip, outcome.sport, port))
-        result = LiveResult(
-            src=src,
-            dst=dst,
-            protocol=proto,
-            port=None if proto == "ICMP" else int(port or 0),
-            src_ip=src_ip,
-            dst_ip=dst_ip,
-            sport=outcome.sport,
-            allowed=outcome.answered,
-            reached=outcome.reached,
-            error=None if outcome.answered else outcome.error,
-            elapsed=elapsed,
-            events=events,
-        )
+        result = LiveResult.of_probe(src, dst, proto, port, (src_ip, dst_ip), outcome, elapsed, events)
         self.cluster.events.emit(result)  # its ring-buffer events become Hubble flows, as Lab's
         return result
 
