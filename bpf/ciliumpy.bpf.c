@@ -151,6 +151,7 @@ struct packet {
 	__u8 icmp_code;
 	__u8 ttl;		/* IPv4 TTL / IPv6 hop limit, for local delivery */
 	__u8 unknown_l4;	/* conntrack would drop it (CIL_DROP_CT_UNKNOWN_PROTO) */
+	__u8 tcp_flags;		/* TCP only: the header's flags byte, for the flow event */
 	__u16 l4_off;		/* frame offset of the L4 header (service NAT rewrites there) */
 };
 
@@ -236,9 +237,11 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 	union {
 		struct l4ports ports;
 		struct icmp_prefix icmp;
+		struct tcp_prefix tcp;
 	} buf;
 	const struct l4ports *ports;
 	const struct icmp_prefix *icmp;
+	const struct tcp_prefix *tcp;
 	__u32 hlen;
 
 	p->l4_off = off;
@@ -274,6 +277,15 @@ static __always_inline int parse_l4(const struct frame *f, __u32 off, struct pac
 	}
 	if (!have_bytes(f, off, hlen))
 		return missing(f, PARSE_INVALID);
+	if (p->protocol == IPPROTO_TCP) {
+		tcp = header(f, off, sizeof(*tcp), &buf.tcp);
+		if (!tcp)
+			return missing(f, PARSE_INVALID);
+		p->sport = bpf_ntohs(tcp->sport);
+		p->dport = bpf_ntohs(tcp->dport);
+		p->tcp_flags = tcp->flags;
+		return PARSE_OK;
+	}
 	ports = header(f, off, sizeof(*ports), &buf.ports);
 	if (!ports)
 		return missing(f, PARSE_INVALID);
@@ -552,6 +564,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct packet *p,
 	/* Both 0 and the fragment bit clear when parsing failed (nothing was read yet). */
 	ev->sport = p->sport;
 	ev->dport = p->dport;
+	ev->tcp_flags = p->tcp_flags;
 	ev->flags = d->flags | (p->fragment ? CIL_EVENT_FRAGMENT : 0);
 	ev->verdict = d->verdict;
 	ev->drop_reason = d->drop_reason;

@@ -162,6 +162,17 @@ struct l4ports {
 	__be16 dport;
 };
 
+/* The TCP header up to its flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10,
+ * URG 0x20, ECE 0x40, CWR 0x80). */
+struct tcp_prefix {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff_res;
+	__u8 flags;
+};
+
 /* ICMP and ICMPv6 share this 8-byte prefix; `id` is the echo identifier. */
 struct icmp_prefix {
 	__u8 type;

@@ -226,7 +226,8 @@ struct flow_event {
 	__u8 auth_type;
 	__u8 flags;		/* enum cil_event_flags */
 	__u8 family;		/* enum cil_family; 0 when the L3 header was unusable */
-	__u8 pad[7];
+	__u8 tcp_flags;		/* the TCP header's flags byte; 0 for other protocols */
+	__u8 pad[6];
 	__u8 saddr[16];
 	__u8 daddr[16];
 };

@@ -230,7 +230,8 @@ class FlowEvent(ctypes.Structure):
         ("auth_type", _u8),
         ("flags", _u8),
         ("family", _u8),
-        ("pad", _u8 * 7),
+        ("tcp_flags", _u8),
+        ("pad", _u8 * 6),
         ("saddr", _u8 * 16),
         ("daddr", _u8 * 16),
     ]

@@ -103,6 +103,7 @@ class DatapathEvent:
     proxy_port: int
     cookie: int
     length: int
+    tcp_flags: int = 0  # the TCP header's flags byte (SYN 0x02, ACK 0x10, ...); 0 for other protocols
 
     @classmethod
     def from_c(cls, ev: S.FlowEvent) -> DatapathEvent:
@@ -131,6 +132,7 @@ class DatapathEvent:
             proxy_port=ev.proxy_port,
             cookie=ev.cookie,
             length=ev.pkt_len,
+            tcp_flags=ev.tcp_flags if ev.protocol == Protocol.TCP else 0,
         )
 
     def result(self) -> DatapathResult:

@@ -31,7 +31,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._datapath import Action, CTState, Direction, DropReason, Packet, Protocol, RuleOrigin, TCPFlags
+from .._datapath import Action, CTState, Direction, DropReason, Packet, Protocol, RuleOrigin
 from .._verdict import HookVerdict, PeerInfo, Verdict
 from ._flow import (
     DNS,
@@ -345,9 +345,8 @@ def _event_packet(ev: Any) -> Packet:
     proto = int(ev.protocol)
     if proto in (Protocol.ICMP, Protocol.ICMPV6):
         return Packet(ev.src, ev.dst, proto, sport=ev.sport, icmp_type=ev.dport, tcp_flags=0)
-    # The event carries no TCP flags; a new TCP connection starts with a SYN.
-    flags = int(TCPFlags.SYN) if proto == Protocol.TCP and ev.ct_state == CTState.NEW else 0
-    return Packet(ev.src, ev.dst, proto, sport=ev.sport, dport=ev.dport, tcp_flags=flags)
+    # The datapath reports each TCP packet's own flags (the header's flags byte).
+    return Packet(ev.src, ev.dst, proto, sport=ev.sport, dport=ev.dport, tcp_flags=ev.tcp_flags)
 
 
 def _swap(p: Packet) -> Packet:

@@ -91,3 +91,8 @@ def test_lab_flows_are_the_simulators_flows(src: str, dst: str, port: int | None
         # Replies travel back as trace events with is_reply and the sides swapped.
         replies = [f for f in got[len(want) :] if f.get("is_reply")]
         assert replies and replies[0]["source"]["pod_name"] == dst.split("/")[1]
+        # Each packet's own TCP flags, as the kernel read them: handshake, data and close.
+        seen = [(bool(f.get("is_reply")), {k for k, v in f["l4"]["TCP"].get("flags", {}).items() if v}) for f in got]
+        assert (True, {"SYN", "ACK"}) in seen and (False, {"ACK"}) in seen
+        assert any("PSH" in flags for _, flags in seen) and any("FIN" in flags for _, flags in seen)
+        assert all(f["Summary"].startswith("TCP Flags: ") for f in got)
