@@ -36,7 +36,6 @@ _PER_POD = (
     "statefulset.kubernetes.io/pod-name",
     "pod-template-generation",
 )
-_FORWARDED = ("FORWARDED", "REDIRECTED", "AUDIT", "TRACED", "TRANSLATED")
 
 
 # (port, protocol, (method, path) of an HTTP request or None)
@@ -66,7 +65,7 @@ def advise(flows: Any, cluster: Cluster | None = None) -> list[CiliumNetworkPoli
     """
     from .._cluster import Cluster
     from .._model import CiliumNetworkPolicy
-    from ..hubble._replay import FlowMapper, _connection, _teach_dns, read_observations, recorded_outcomes
+    from ..hubble._replay import _PASSED, FlowMapper, _connection, _teach_dns, read_observations, recorded_outcomes
 
     if not isinstance(flows, str | Path):
         flows = flows.read().splitlines() if hasattr(flows, "read") else list(flows)
@@ -85,7 +84,7 @@ def advise(flows: Any, cluster: Cluster | None = None) -> list[CiliumNetworkPoli
     # flows (the source's egress) was forwarded.
     outcomes = recorded_outcomes(observations)
     for o in observations:
-        if o.verdict not in _FORWARDED or o.port is None or o.protocol not in ("TCP", "UDP", "SCTP"):
+        if o.verdict not in _PASSED or o.port is None or o.protocol not in ("TCP", "UDP", "SCTP"):
             continue
         if outcomes[_connection(o)] != "FORWARDED":
             continue
