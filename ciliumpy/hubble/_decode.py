@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import msgspec
 
+from ..exceptions import FlowFormatError
+
 
 class _Workload(msgspec.Struct, gc=False):
     name: str = ""
@@ -165,16 +167,13 @@ _ENDPOINT = msgspec.json.Decoder(_Endpoint)
 
 
 def _peer(raw: msgspec.Raw, ip: str, where: str) -> Peer:
-    """The peer an endpoint's raw JSON and IP name; ``where`` is the endpoint's JSON path."""
+    """A peer not yet among those known at ``ip`` (the caller searched them): decoded from
+    the endpoint's raw JSON and remembered; ``where`` is the endpoint's JSON path."""
     known = _PEERS.get(ip)
     if known is None:
         if len(_PEERS) > 100_000:
             _PEERS.clear()
         known = _PEERS[ip] = []
-    else:
-        for seen, found in known:
-            if seen == raw:
-                return found
     data = bytes(raw)
     found = _new_peer(data, ip, where)
     if len(known) >= 16:
@@ -337,13 +336,13 @@ def _read_copies(fh: Any) -> Iterator[list[Any]]:
         yield [rest]
 
 
-def _views(chunk: bytes | bytearray, end: int, start: int = 0) -> list[memoryview]:
-    """``chunk[start:end].split(b"\\n")`` as views, without copying (none if ``start > end``)."""
+def _views(chunk: bytes | bytearray, end: int) -> list[memoryview]:
+    """``chunk[:end].split(b"\\n")`` as views, without copying."""
     view = memoryview(chunk)
     find = chunk.find
     out: list[memoryview] = []
     append = out.append
-    pos = start
+    pos = 0
     while pos <= end:
         nl = find(b"\n", pos, end + 1)
         append(view[pos:nl])
@@ -351,19 +350,11 @@ def _views(chunk: bytes | bytearray, end: int, start: int = 0) -> list[memoryvie
     return out
 
 
-class BadLine(Exception):
-    """A line that is not a hubble flow record: its 1-based number and the decoder's reason."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(line, reason)
-        self.line = line
-        self.reason = reason
-
-
-def decode_batch(lines: list[Any], num: int, errors: str) -> list[Observation]:
+def decode_batch(lines: list[Any], num: int, document: str | None, errors: str) -> list[Observation]:
     """Observations of ``lines``, the first being line ``num + 1``; blank lines are ignored.
 
-    A malformed line raises :class:`BadLine`, or is left out with ``errors="skip"``.
+    A malformed line raises :class:`FlowFormatError` naming ``document`` and the line, or is
+    left out with ``errors="skip"``.
     """
     if len(_SHARED) > 100_000:  # a hostile recording's made-up verdicts or ports
         _SHARED.clear()
@@ -380,15 +371,15 @@ def decode_batch(lines: list[Any], num: int, errors: str) -> list[Observation]:
             # blank lines are ignored; checked only here, off the common path
             if errors == "skip" or not (bytes(line) if isinstance(line, memoryview) else line).strip():
                 continue
-            raise BadLine(num, str(exc)) from None
+            raise FlowFormatError(f"not a hubble flow record: {exc}", document=document, line=num) from None
     return out
 
 
-def decode_batches(batches: Iterable[list[Any]], errors: str) -> Iterator[Observation]:
+def decode_batches(batches: Iterable[list[Any]], document: str | None, errors: str) -> Iterator[Observation]:
     """Observations of successive batches of lines, numbered from 1."""
     num = 0
     for batch in batches:
-        out = decode_batch(batch, num, errors)
+        out = decode_batch(batch, num, document, errors)
         num += len(batch)
         del batch  # the lines may be views into the reader's buffer, which the next read refills
         yield from out

@@ -24,7 +24,6 @@ from ..exceptions import FlowFormatError
 from ._decode import (
     _DECODER,
     _ENCODE,
-    BadLine,
     Observation,
     Peer,
     _Flow,
@@ -64,26 +63,21 @@ def read_observations(source: Any, *, errors: str = "raise") -> Iterator[Observa
 
 
 def _observations(source: Any, errors: str) -> Iterator[Observation]:
-    document: str | None = None
-    try:
-        if isinstance(source, str | Path):
-            document = str(source)
-            path = Path(source)
-            with path.open("rb") as probe:
-                gz = probe.read(2) == b"\x1f\x8b"
+    if isinstance(source, str | Path):
+        document = str(source)
+        path = Path(source)
+        with path.open("rb") as probe:
+            gz = probe.read(2) == b"\x1f\x8b"
+        try:
             with gzip.open(path, "rb") if gz else path.open("rb") as fh:
-                yield from decode_batches(_read_batches(fh), errors)
-            return
-        if hasattr(source, "read"):
-            name = getattr(source, "name", None)
-            document = name if isinstance(name, str) else None
-            batches = _read_batches(source)
-            yield from decode_batches(batches, errors)
-            return
-    except BadLine as exc:
-        raise FlowFormatError(f"not a hubble flow record: {exc.reason}", document=document, line=exc.line) from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise FlowFormatError(f"cannot read the recording: {exc}", document=document) from None
+                yield from decode_batches(_read_batches(fh), document, errors)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise FlowFormatError(f"cannot read the recording: {exc}", document=document) from None
+        return
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        yield from decode_batches(_read_batches(source), name if isinstance(name, str) else None, errors)
+        return
     items = list(source) if not isinstance(source, list) else source
     if items and isinstance(items[0], Observation):
         yield from items
@@ -94,10 +88,7 @@ def _observations(source: Any, errors: str) -> Iterator[Observation]:
             yield _observation(i, rec.flow if rec.flow is not None else _Flow())
         return
     lines = iter(items)
-    try:
-        yield from decode_batches(iter(lambda: list(itertools.islice(lines, 8192)), []), errors)
-    except BadLine as exc:
-        raise FlowFormatError(f"not a hubble flow record: {exc.reason}", document=None, line=exc.line) from None
+    yield from decode_batches(iter(lambda: list(itertools.islice(lines, 8192)), []), None, errors)
 
 
 # ---------------------------------------------------------------- mapping
