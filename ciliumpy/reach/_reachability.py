@@ -12,6 +12,7 @@ import contextlib
 import gc
 import html
 import ipaddress
+import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -463,7 +464,8 @@ class Reachability:
             family = spans[net.version]
             cur = first
             # prefixes nest or are disjoint: the ones starting inside this one lie inside it
-            for lo, hi in family[bisect.bisect_left(family, (first, -1)) :]:
+            # islice, not a slice: a slice would copy the rest of the list for every prefix
+            for lo, hi in itertools.islice(family, bisect.bisect_left(family, (first, -1)), None):
                 if lo > last or lo > cur:
                     break
                 if hi <= last and (lo, hi) != (first, last):  # not the prefix itself nor a wider one
