@@ -8,13 +8,13 @@ what did not pay (a reading thread, worker processes), is in ``docs/replay.md``.
 """
 
 # No ``from __future__ import annotations``: msgspec reads the annotations at runtime.
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Optional
 
 import msgspec
 
 from ..exceptions import FlowFormatError
+from ._flow import short_pod_name
 
 
 class _Workload(msgspec.Struct, gc=False):
@@ -157,9 +157,6 @@ def _peer_text(p: Peer, names: Sequence[str] = ()) -> str:
     return p[4] or ",".join(p[2]) or "?"
 
 
-_SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
-
-
 # Known peers by IP, each with the endpoint JSON it was decoded from: comparing raw bytes
 # with those of the few endpoints seen at an IP is much cheaper than hashing them.
 _PEERS: dict[str, list[tuple[msgspec.Raw, Peer]]] = {}
@@ -191,7 +188,7 @@ def _new_peer(raw: bytes, ip: str, where: str) -> Peer:
         # name the field from the line's top, as decoding the whole line at once would
         raise msgspec.ValidationError(str(exc).replace("`$", f"`$.{where}", 1)) from None
     pod = ep.pod_name
-    workload = ep.workloads[0].name if ep.workloads else (_SHORT_POD.sub(r"\1", pod) if pod else "")
+    workload = ep.workloads[0].name if ep.workloads else (short_pod_name(pod) if pod else "")
     return (ep.namespace, pod, ep.labels, ep.identity, ip, workload)
 
 

@@ -65,6 +65,15 @@ TRACE_SUBTYPES: dict[int, str] = {
     12: "from-crypto",
     13: "to-crypto",
 }
+_POD_HASH = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
+
+
+def short_pod_name(pod: str) -> str:
+    """A pod's name without its ReplicaSet and pod hashes (``web-7d4b9c-x2k8p`` -> ``web``),
+    as hubble's ``pod-short`` context option shortens it."""
+    return _POD_HASH.sub(r"\1", pod)
+
+
 # TraceObservationPoint enum (flow.proto): names by number.
 TRACE_POINTS: dict[int, str] = {
     0: "UNKNOWN_POINT",

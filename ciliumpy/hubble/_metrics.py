@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import CiliumpyError
-from ._flow import TRACE_SUBTYPES, Flow
+from ._flow import TRACE_SUBTYPES, Flow, short_pod_name
 from ._store import store_of
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ _CONTEXT_LABELS = (
     "traffic_direction",
 )
 _APP_LABELS = ("k8s:app.kubernetes.io/name", "k8s:k8s-app", "k8s:app")
-_SHORT_POD = re.compile(r"^(.+?)(-[a-z0-9]+){1,2}$")
 _RCODES = {
     0: "No Error",
     1: "Format Error",
@@ -323,7 +322,7 @@ def _context_value(cid: str, flow: Flow, source: bool) -> str:
     if cid in ("pod", "pod-short"):
         if ep is None:
             return ""
-        name = _SHORT_POD.sub(r"\1", ep.pod_name) if cid == "pod-short" else ep.pod_name
+        name = short_pod_name(ep.pod_name) if cid == "pod-short" else ep.pod_name
         return f"{ep.namespace}/{name}" if ep.namespace else name
     if cid == "pod-name":
         return ep.pod_name if ep else ""
